@@ -1,0 +1,147 @@
+"""The HDF5 feature store: layout, round trip, failures, partial reads, resume bookkeeping."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from featpipe.errors import FeatpipeError
+from featpipe.store import FAILED, OK, PENDING, FeatureStore, StoreWriter, rows_per_chunk
+
+LAYERS = {"stem": 3, "head": 5}
+
+
+def _provenance():
+    return {"model": "m", "layers": list(LAYERS), "layer_dims": LAYERS, "pool": "mean"}
+
+
+def _create(path, n=10, splits=True, dtype="float32"):
+    ids = [f"img{i}.png" for i in range(n)]
+    labels = np.arange(n) % 2
+    return StoreWriter.create(
+        path, layer_dims=LAYERS, ids=ids, labels=labels, class_names=["cat", "dog"],
+        splits=["train" if i < n - 3 else "test" for i in range(n)] if splits else None,
+        index=np.arange(n), provenance=_provenance(), dtype=dtype)
+
+
+def _features(positions):
+    positions = np.asarray(positions)
+    return {name: np.stack([np.full(dim, p + 0.1 * k, dtype=np.float32)
+                            for p in positions]) if len(positions) else
+            np.empty((0, dim), np.float32)
+            for k, (name, dim) in enumerate(LAYERS.items())}
+
+
+def _write_all(writer, n=10, failed=(4,)):
+    ok = [p for p in range(n) if p not in failed]
+    writer.write_batch(np.array(ok), _features(ok), [(p, "truncated image") for p in failed])
+
+
+def test_round_trip_keeps_rows_labels_and_layer_slices_aligned(tmp_path):
+    path = tmp_path / "s.h5"
+    writer = _create(path)
+    _write_all(writer)
+    writer.finish()
+    store = FeatureStore.open(path)
+    assert store.layers == LAYERS
+    data = store.load()
+    assert data.X.dtype == np.float32 and data.X.shape == (9, 8)
+    assert data.layer_slices == {"stem": (0, 3), "head": (3, 8)}
+    assert data.index.tolist() == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    # column block of each layer holds that row's value, so rows and labels stay aligned
+    np.testing.assert_allclose(data.X[:, 0], data.index)
+    np.testing.assert_allclose(data.X[:, 3], data.index + 0.1)
+    assert data.y.tolist() == [i % 2 for i in data.index]
+    assert data.ids.tolist() == [f"img{i}.png" for i in data.index]
+    assert store.failures == [(4, "truncated image")]
+
+
+def test_load_by_layer_split_and_rows(tmp_path):
+    path = tmp_path / "s.h5"
+    writer = _create(path)
+    _write_all(writer)
+    writer.finish()
+    store = FeatureStore.open(path)
+    head = store.load(layers=["head"], split="test")
+    assert head.X.shape == (3, 5) and head.layer_slices == {"head": (0, 5)}
+    assert head.index.tolist() == [7, 8, 9]
+    picked = store.load(layers="stem", rows=[9, 1])
+    assert picked.index.tolist() == [1, 9]
+    with pytest.raises(FeatpipeError, match="not successfully extracted"):
+        store.load(rows=[4])
+    with pytest.raises(FeatpipeError, match="not in s.h5"):
+        store.load(layers=["blocks.9"])
+    with pytest.raises(FeatpipeError, match="no rows in split 'val'"):
+        store.load(split="val")
+
+
+def test_layout_is_plain_hdf5(tmp_path):
+    path = tmp_path / "s.h5"
+    writer = _create(path, dtype="float16")
+    _write_all(writer)
+    writer.finish()
+    with h5py.File(path, "r") as f:
+        assert f.attrs["featpipe_format"] == 1 and bool(f.attrs["complete"])
+        assert json.loads(f.attrs["provenance"])["model"] == "m"
+        assert f["features/head"].dtype == np.float16
+        assert f["status"][()].tolist() == [OK] * 4 + [FAILED] + [OK] * 5
+        assert np.isnan(f["features/head"][4]).all()  # failed rows are NaN, never zeros
+        assert f["failures/reason"].asstr()[0] == "truncated image"
+    assert FeatureStore.open(path).load().X.dtype == np.float32
+
+
+def test_unfinished_store_is_refused_unless_allowed(tmp_path):
+    path = tmp_path / "s.h5"
+    writer = _create(path)
+    writer.write_batch(np.arange(3), _features(range(3)))
+    writer.close()
+    with pytest.raises(FeatpipeError, match="unfinished extraction"):
+        FeatureStore.open(path)
+    store = FeatureStore.open(path, allow_partial=True)
+    assert (store.status == PENDING).sum() == 7
+    assert store.summary()["n_pending"] == 7
+
+
+def test_reopen_forgets_failures_of_batches_without_status(tmp_path):
+    """A crash between appending failures and writing status must not duplicate failures."""
+    path = tmp_path / "s.h5"
+    writer = _create(path)
+    writer._append_failures(np.array([4]), ["truncated image"])  # status never written
+    writer.close()
+    writer = StoreWriter.reopen(path)
+    _write_all(writer)
+    writer.finish()
+    assert FeatureStore.open(path).failures == [(4, "truncated image")]
+
+
+def test_not_a_store_and_missing_file(tmp_path):
+    with pytest.raises(FeatpipeError, match="not found"):
+        FeatureStore.open(tmp_path / "missing.h5")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(FeatpipeError, match="not a featpipe feature store"):
+        FeatureStore.open(other)
+    text = tmp_path / "text.h5"
+    text.write_text("hello")
+    with pytest.raises(FeatpipeError, match="cannot open"):
+        FeatureStore.open(text)
+
+
+def test_chunks_are_about_one_mebibyte():
+    assert rows_per_chunk(1280, 4, 100_000) == 204
+    assert rows_per_chunk(1280, 4, 50) == 50
+    assert rows_per_chunk(10_000_000, 4, 100) == 1
+
+
+def test_summary_counts_classes_and_splits(tmp_path):
+    path = tmp_path / "s.h5"
+    writer = _create(path)
+    _write_all(writer)
+    writer.finish()
+    summary = FeatureStore.open(path).summary()
+    assert summary["n_images"] == 9 and summary["n_failed"] == 1
+    assert summary["classes"] == {"cat": 4, "dog": 5}  # row 4 (a cat) failed
+    assert summary["splits"] == {"test": 3, "train": 6}
+    assert summary["failures"] == [{"index": 4, "id": "img4.png", "reason": "truncated image"}]
