@@ -216,6 +216,17 @@ def _is_post_activation(trace: _Trace, name: str) -> bool:
     return bool(inner) and _is_activation(trace.modules[max(inner, key=trace.end.__getitem__)])
 
 
+def _owns_stage(module: nn.Module) -> bool:
+    """True when a descendant container holds only composite modules of one type (blocks)."""
+    for inner in module.modules():
+        children = list(inner.children())
+        if inner is not module and _is_container(inner) and children:
+            kinds = {type(c) for c in children}
+            if len(kinds) == 1 and next(children[0].children(), None) is not None:
+                return True
+    return False
+
+
 def _find_blocks(model: nn.Module, trace: _Trace) -> list[str]:
     """Children of ``nn.Sequential``/``nn.ModuleList`` stages: composite blocks, or
     activations for plain layer stacks (VGG)."""
@@ -228,6 +239,8 @@ def _find_blocks(model: nn.Module, trace: _Trace) -> list[str]:
             is_leaf = next(child.children(), None) is None
             if _is_container(child):
                 visit(child, name, True)
+            elif in_stage and not is_leaf and _owns_stage(child):
+                visit(child, name, False)  # a stage module wrapping its own block list
             elif in_stage and (not is_leaf or _is_activation(child)):
                 if name in capturable:
                     blocks.append(name)
@@ -308,7 +321,8 @@ def _preset(backbone: Backbone, preset: str) -> list[str]:
         return [last]
     if preset == "full":
         return trace.forward_order(stem + blocks + (head or [last]))
-    return _stage_ends(trace, stem + blocks + head) or [last]
+    maps = [n for n in stem + blocks + head if len(trace.out_shape[n]) in (2, 3)]
+    return _stage_ends(trace, maps) or [last]
 
 
 def _stage_ends(trace: _Trace, layers: list[str]) -> list[str]:
