@@ -350,6 +350,13 @@ def load_flat_thumbnail(path: Path, max_side: int, trim: bool = False) -> Image.
     return flat
 
 
+def fit_longer_side(image: Image.Image, side: int) -> Image.Image:
+    """Resize (up or down, keeping the aspect ratio) so that the longer side is ``side``."""
+    scale = side / max(image.size)
+    size = tuple(max(1, round(n * scale)) for n in image.size)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+
+
 def trim_white(image: Image.Image, border: float = 0.04) -> Image.Image:
     """Crop an RGB image to its non-white content plus ``border`` x the content's longer side."""
     difference = ImageChops.difference(image, Image.new("RGB", image.size, "white"))
@@ -449,7 +456,7 @@ def extract_debian_pngs(package: str, target: Path) -> Path:
 
 def _unpack_pngs(deb: Path, target: Path) -> None:
     tarball = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-    untar = subprocess.run(["tar", "-x", "--wildcards", "*.png", "-C", str(target)],
+    untar = subprocess.run(["tar", "-x", "-C", str(target), "--wildcards", "*.png"],
                            stdin=tarball.stdout, capture_output=True)
     tarball.stdout.close()
     if tarball.wait() != 0 or untar.returncode != 0:
@@ -509,7 +516,7 @@ def select_clipart(files: Sequence[Path], limit: int | None, seed: int,
     seed : int
         Seed of the visiting order.
     max_side : int
-        Longer side of the returned thumbnails.
+        Longer side of the returned images (trimmed to their content, then resized).
 
     Returns
     -------
@@ -548,8 +555,7 @@ def _load_clipart(path: Path, max_side: int) -> Image.Image | None:
         return None
     if ink_fraction(image) < MIN_INK_FRACTION or is_missing_link_placeholder(image):
         return None
-    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return image
+    return fit_longer_side(image, max_side)
 
 
 def _clipart_items(root: Path, classes: Sequence[str], limit: int | None,
@@ -622,14 +628,16 @@ def _write_attribution(out: Path, saved: list[Item], sources: list[Path], seed: 
         f"Source: Debian package `{OPENCLIPART_PACKAGE}` version "
         f"`{_debian_version(OPENCLIPART_PACKAGE)}` (drawings from openclipart.org).",
         "",
-        "Licence: public domain. OpenClipart releases every drawing into the public domain",
-        "(Creative Commons CC0 1.0 Universal Public Domain Dedication); see",
-        "`/usr/share/doc/openclipart-png/copyright`.",
+        "Licence: public domain. Every drawing was released into the public domain by its",
+        "author under the Creative Commons Public Domain Dedication (the terms of this package,",
+        "see `/usr/share/doc/openclipart-png/copyright`; openclipart.org now states CC0 1.0).",
+        "Authors are named in each drawing's metadata upstream; no attribution is required.",
         "",
         "Processing: regular files only (symlinked duplicates skipped), blank renders",
         f"(< {MIN_INK_FRACTION:.0%} non-white pixels) and same-stem or identical-looking variants",
-        f"skipped, flattened onto white, thumbnailed to a longer side of {CLIPART_MINI_SIDE} px,",
-        "saved as optimized RGB PNG. `manifest.csv` holds a seeded stratified 70/30 split.",
+        "skipped, as are broken \"Linked Image Not Found\" renders; flattened onto white, white",
+        f"margins trimmed, resized so that the longer side is {CLIPART_MINI_SIDE} px, saved as",
+        "optimized RGB PNG. `manifest.csv` holds a seeded stratified 70/30 train/test split.",
         "",
         "Built with (from the repository root):",
         "",
