@@ -22,7 +22,7 @@ Examples
 >>> capture = FeatureCapture(backbone, ["blocks.2.1", "last"])
 >>> features = capture(torch.zeros(2, 3, 96, 96))
 >>> {name: tuple(f.shape) for name, f in features.items()}
-{'blocks.2.1': (2, 24), 'global_pool': (2, 1280)}
+{'blocks.2.1': (2, 40), 'global_pool': (2, 1280)}
 """
 
 from __future__ import annotations
