@@ -255,8 +255,10 @@ def _confusion_figure(evaluation: Mapping):
 
 
 def _run_summary(run: Mapping) -> dict:
-    """Headline numbers of a run given as a report dict or as a flat evaluation dict."""
-    evaluation = run.get("evaluation", run)
+    """Headline numbers of a run: a report dict is summarised, a flat dict is used as is."""
+    if "evaluation" not in run and "search" not in run:
+        return {key: value for key, value in run.items() if value is None or isinstance(value, (str, int, float))}
+    evaluation = run.get("evaluation") or {}
     search = run.get("search") or {}
     meta = run.get("meta") or {}
     return {
@@ -269,14 +271,24 @@ def _run_summary(run: Mapping) -> dict:
     }
 
 
+def _summaries(runs: Mapping[str, Mapping]) -> tuple[dict[str, dict], list[str]]:
+    if not runs:
+        raise FeatpipeError("no runs to compare; give at least one")
+    summaries = {name: _run_summary(run) for name, run in runs.items()}
+    columns: list[str] = []
+    for summary in summaries.values():
+        columns += [key for key, value in summary.items() if key not in columns and value is not None]
+    return summaries, columns
+
+
 def comparison_table(runs: Mapping[str, Mapping]) -> str:
     """Several runs side by side as one Markdown table.
 
     Parameters
     ----------
     runs : mapping of str to dict
-        Run name -> report dict (:func:`build_report`, or ``report.json`` loaded) or a flat
-        evaluation dict (:func:`evaluate`).
+        Run name -> a report dict (:func:`build_report`, or ``report.json`` loaded), or a
+        flat dict of numbers (each key becomes a column).
 
     Returns
     -------
@@ -284,37 +296,48 @@ def comparison_table(runs: Mapping[str, Mapping]) -> str:
 
     Examples
     --------
-    >>> print(comparison_table({"fne": {"accuracy": 0.9, "balanced_accuracy": 0.8}}))
-    | run | test accuracy | balanced accuracy |
+    >>> print(comparison_table({"fne": {"test_accuracy": 0.9, "features": 3120},
+    ...                         "last layer": {"test_accuracy": 0.85, "features": 1280}}))
+    | run | test_accuracy | features |
     |---|---|---|
-    | fne | 0.9000 | 0.8000 |
+    | fne | 0.9000 | 3120 |
+    | last layer | 0.8500 | 1280 |
     """
-    if not runs:
-        raise FeatpipeError("no runs to compare; give at least one")
-    summaries = {name: _run_summary(run) for name, run in runs.items()}
-    columns = [c for c in next(iter(summaries.values())) if any(s[c] is not None for s in summaries.values())]
-    rows = [[name] + [s[c] for c in columns] for name, s in summaries.items()]
+    summaries, columns = _summaries(runs)
+    rows = [[name] + [summary.get(column) for column in columns] for name, summary in summaries.items()]
     return "\n".join(_table(["run"] + columns, rows))
 
 
 def comparison_plot(runs: Mapping[str, Mapping], path) -> Path:
-    """Bar chart PNG of test accuracy and balanced accuracy per run (see :func:`comparison_table`)."""
-    if not runs:
-        raise FeatpipeError("no runs to compare; give at least one")
-    summaries = {name: _run_summary(run) for name, run in runs.items()}
-    metrics = ["test accuracy", "balanced accuracy"]
-    figure = _new_figure(max(4.0, 1.6 * len(runs) + 2), 3.5)
+    """Bar chart PNG of each run's accuracy-like columns (names with "accuracy" or "score").
+
+    Parameters
+    ----------
+    runs : mapping of str to dict
+        As for :func:`comparison_table`.
+    path : str or Path
+        PNG to write (atomically).
+
+    Returns
+    -------
+    Path
+    """
+    summaries, columns = _summaries(runs)
+    metrics = [c for c in columns if "accuracy" in c or "score" in c]
+    if not metrics:
+        raise FeatpipeError("the runs have no accuracy or score values to plot")
+    figure = _new_figure(max(4.0, 1.6 * len(summaries) + 2), 3.8)
     ax = figure.add_subplot()
     x = np.arange(len(summaries))
     width = 0.8 / len(metrics)
     for k, metric in enumerate(metrics):
-        values = [s[metric] if s[metric] is not None else 0.0 for s in summaries.values()]
-        bars = ax.bar(x + (k - (len(metrics) - 1) / 2) * width, values, width, label=metric)
-        ax.bar_label(bars, fmt="%.3f", fontsize=8)
-    ax.set_xticks(x, list(summaries))
-    ax.set_ylim(0, 1.08)
+        values = [float(s.get(metric) or 0.0) for s in summaries.values()]
+        bars = ax.bar(x + (k - (len(metrics) - 1) / 2) * width, values, width, label=metric.replace("_", " "))
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks(x, list(summaries), fontsize=8)
+    ax.set_ylim(0, 1.1)
     ax.set_ylabel("score")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
