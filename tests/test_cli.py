@@ -1,0 +1,114 @@
+"""The command line: exit codes, one-line errors, and fit -> predict -> evaluate end to end."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from featpipe.cli import main
+from featpipe.store import FeatureStore
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_layers_lists_nodes_and_presets(capsys):
+    code, out, _ = run_cli(capsys, "layers", "efficientnet_lite0", "--image-size", "64")
+    assert code == 0
+    assert "preset full: 18 layers, 3120 features" in out
+    assert "blocks.6.0" in out
+    code, out, _ = run_cli(capsys, "layers", "--json")
+    listing = json.loads(out)
+    assert listing["presets"]["last"] and listing["layers"][0]["name"]
+
+
+def test_info_json_reports_the_store(capsys, lite0_store):
+    code, out, _ = run_cli(capsys, "info", lite0_store, "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert info["n_images"] == 30 and info["n_features"] == 3120
+    assert info["classes"] == {"circle": 10, "square": 10, "triangle": 10}
+    assert info["provenance"]["model"] == "efficientnet_lite0"
+    code, out, _ = run_cli(capsys, "info", lite0_store)
+    assert "30 images, 3120 features in 18 layers" in out
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["extract", "/no/such/folder", "--out", "x.h5"], 1, "not found|does not exist"),
+    (["extract", "{shapes}", "--out", "{tmp}/f.h5", "--model", "resnet5O"], 1, "unknown"),
+    (["extract", "{shapes}", "--out", "{tmp}/f.h5", "--layers", "blocks.99"], 1, "blocks.99"),
+    (["extract", "{shapes}", "--out", "{tmp}/nodir/f.h5"], 1, "does not exist"),
+    (["extract", "{shapes}"], 2, "--out"),
+    (["extract", "{shapes}", "--out", "{tmp}/f.h5", "--batch-size", "0"], 2, "batch-size"),
+    (["info", "{tmp}/missing.h5"], 1, "not found"),
+    (["frobnicate"], 2, "invalid choice"),
+])
+def test_user_mistakes_give_one_line_and_exit_code(capsys, tmp_path, shapes_folder, argv, code,
+                                                   message):
+    argv = [a.format(shapes=shapes_folder, tmp=tmp_path) for a in argv]
+    got, out, err = run_cli(capsys, *argv)
+    assert got == code
+    assert err.count("\n") == 1 and err.startswith("featpipe")
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_console_script_exit_code_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "featpipe.cli", "info", str(tmp_path / "x.h5")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"featpipe: error: feature store not found: {tmp_path / 'x.h5'}"
+
+
+def test_fit_predict_evaluate_end_to_end(capsys, tmp_path, lite0_store, shapes_folder):
+    model = tmp_path / "model.skops"
+    report = tmp_path / "report"
+    code, out, err = run_cli(capsys, "fit", lite0_store, "--recipe", "fne", "--cv", "3",
+                             "--test-split", "0.3", "--out", model, "--report", report,
+                             "--grid", "clf__C=0.01,1")
+    assert code == 0, err
+    assert "test accuracy" in out and model.exists()
+    assert (report / "report.json").exists() and (report / "confusion.png").exists()
+    saved = json.loads((report / "report.json").read_text())
+    assert saved["evaluation"]["accuracy"] > 0.6
+
+    preds = tmp_path / "preds.csv"
+    code, out, err = run_cli(capsys, "predict", model, shapes_folder, "--out", preds)
+    assert code == 0, err
+    rows = list(csv.DictReader(preds.open()))
+    assert len(rows) == 30
+    correct = sum(row["prediction"] == row["id"].split("/")[0] for row in rows)
+    assert correct / len(rows) > 0.8
+
+    code, out, err = run_cli(capsys, "evaluate", model, lite0_store, "--json")
+    assert code == 0, err
+    assert json.loads(out)["n_samples"] == 30
+
+
+def test_fit_refuses_bad_training_data(capsys, tmp_path, lite0_store):
+    code, _, err = run_cli(capsys, "fit", lite0_store, "--cv", "20", "--out", tmp_path / "m.skops")
+    assert code == 1 and "fewer" in err and "Traceback" not in err
+    assert not (tmp_path / "m.skops").exists()
+    code, _, err = run_cli(capsys, "fit", lite0_store, "--layers", "blocks.99",
+                           "--out", tmp_path / "m.skops")
+    assert code == 1 and "blocks.99" in err
+
+
+def test_predict_refuses_a_store_from_another_extraction(capsys, tmp_path, lite0_store,
+                                                         shapes_folder):
+    model = tmp_path / "model.skops"
+    assert run_cli(capsys, "fit", lite0_store, "--layers", "bn2", "--recipe", "l2", "--cv", "3",
+                   "--out", model)[0] == 0
+    other = tmp_path / "other.h5"
+    assert run_cli(capsys, "extract", shapes_folder, "--out", other, "--layers", "bn2",
+                   "--pool", "max", "--image-size", "64", "--quiet")[0] == 0
+    code, _, err = run_cli(capsys, "predict", model, other)
+    assert code == 1 and "other settings" in err and "pool" in err
+    assert FeatureStore.open(other).provenance["pool"] == "max"
