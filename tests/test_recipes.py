@@ -1,0 +1,193 @@
+"""featpipe.recipes: recipe structure, accuracy on a small real dataset, parsing, errors."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from featpipe.errors import FeatpipeError
+from featpipe.recipes import (
+    CLASSIFIERS,
+    KORNBLITH_C_GRID,
+    RECIPES,
+    ReduceSpec,
+    make_classifier,
+    make_pipeline,
+    parse_grid_overrides,
+    parse_reduce,
+)
+from featpipe.search import run_search
+from featpipe.transformers import ClippedPCA, FNEDiscretizer, LayerL2Normalizer, Standardizer
+
+# digits' 64 pixels posing as three "layers"
+SLICES = {"top": (0, 24), "middle": (24, 40), "bottom": (40, 64)}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X.astype(np.float32), y, test_size=0.3, random_state=0, stratify=y)
+
+
+def _steps(pipeline):
+    return [name for name, _ in pipeline.steps]
+
+
+def test_every_recipe_is_documented_and_has_a_grid():
+    assert set(RECIPES) == {"fne", "l2", "linear-probe", "pca-svm", "umap-knn"}
+    for name, recipe in RECIPES.items():
+        assert recipe.name == name and len(recipe.summary) > 20
+        assert recipe.default_grid and all(k.startswith("clf__") for k in recipe.default_grid)
+        pipeline, grid = make_pipeline(name, layer_slices=SLICES)
+        assert grid == recipe.default_grid
+        assert set(grid) <= set(pipeline.get_params())
+
+
+def test_recipe_structures():
+    fne, _ = make_pipeline("fne", layer_slices=SLICES)
+    assert _steps(fne) == ["normalize", "discretize", "clf"]
+    assert isinstance(fne["normalize"], Standardizer)
+    assert (fne["discretize"].high, fne["discretize"].low) == (0.15, -0.25)
+    assert type(fne["clf"]).__name__ == "LinearSVC"
+
+    l2, _ = make_pipeline("l2", layer_slices=SLICES)
+    assert _steps(l2) == ["normalize", "clf"] and l2["normalize"].layer_slices == SLICES
+
+    probe, _ = make_pipeline("linear-probe")
+    assert probe["clf"].solver == "lbfgs"
+
+    pca_svm, _ = make_pipeline("pca-svm")
+    assert _steps(pca_svm) == ["reduce", "clf"] and pca_svm["reduce"].n_components == 256
+
+
+def test_linear_probe_grid_is_the_kornblith_sweep():
+    assert len(KORNBLITH_C_GRID) == 45
+    np.testing.assert_allclose([KORNBLITH_C_GRID[0], KORNBLITH_C_GRID[-1]], [1e-5, 1e6])  # C = 1/lambda
+    np.testing.assert_allclose(np.diff(np.log10(KORNBLITH_C_GRID)), 11 / 44)
+
+
+@pytest.mark.parametrize(
+    "recipe, grid, minimum",
+    [
+        ("fne", None, 0.9),
+        ("l2", None, 0.9),
+        ("linear-probe", {"clf__C": KORNBLITH_C_GRID[12:36:4]}, 0.9),  # a slice of the sweep, for time
+        ("pca-svm", None, 0.9),
+    ],
+)
+def test_recipes_learn_digits(digits, recipe, grid, minimum):
+    X_train, X_test, y_train, y_test = digits
+    pipeline, default_grid = make_pipeline(recipe, layer_slices=SLICES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LinearSVC convergence on raw pixels (pca-svm)
+        result = run_search(pipeline, grid or default_grid, X_train, y_train, cv=3)
+    accuracy = result.best_estimator.score(X_test, y_test)
+    assert accuracy > minimum, (recipe, accuracy)
+
+
+@pytest.mark.slow  # numba compiles UMAP on first use: ~30 s on 2 cores
+def test_umap_knn_recipe(digits):
+    X_train, X_test, y_train, y_test = digits
+    pipeline, _ = make_pipeline("umap-knn", reduce="umap:8")
+    pipeline.fit(X_train[:400], y_train[:400])
+    assert pipeline.score(X_test[:200], y_test[:200]) > 0.8
+    assert pipeline["reduce"].n_components_ == 8
+
+
+def test_umap_is_clipped_on_tiny_data():
+    X = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)
+    pipeline, _ = make_pipeline("umap-knn")
+    pipeline.fit(X, np.arange(8) % 2)
+    assert pipeline["reduce"].n_neighbors_ == 7 and pipeline["reduce"].n_components_ == 6
+
+
+def test_free_combination_and_layer_selection():
+    pipeline, grid = make_pipeline(
+        layer_slices=SLICES, layers=["bottom", "top"], normalize="layer-l2",
+        discretize=True, reduce="pca:16", classifier="ridge",
+    )
+    assert _steps(pipeline) == ["select", "normalize", "discretize", "reduce", "clf"]
+    assert pipeline["normalize"].layer_slices == {"top": (0, 24), "bottom": (24, 48)}
+    assert isinstance(pipeline["discretize"], FNEDiscretizer)
+    assert isinstance(pipeline["reduce"], ClippedPCA) and pipeline["reduce"].n_components == 16
+    assert list(grid) == ["clf__alpha"]
+    X = np.random.default_rng(0).normal(size=(30, 64)).astype(np.float32)
+    pipeline.fit(X, np.arange(30) % 3)
+    assert pipeline[:-1].transform(X).shape == (30, 16)
+
+
+def test_recipe_options_can_be_overridden():
+    pipeline, grid = make_pipeline("fne", classifier="logistic", reduce="pca:8")
+    assert _steps(pipeline) == ["normalize", "discretize", "reduce", "clf"]
+    assert type(pipeline["clf"]).__name__ == "LogisticRegression"
+    assert list(grid) == ["clf__C"] and len(grid["clf__C"]) == 7  # the classifier's grid
+    pipeline, _ = make_pipeline("fne", normalize="none", discretize=False)
+    assert _steps(pipeline) == ["clf"]
+    pipeline, _ = make_pipeline(normalize="l2")
+    assert isinstance(pipeline["normalize"], LayerL2Normalizer) and pipeline["normalize"].layer_slices is None
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_every_classifier_fits(name):
+    X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    pipeline, grid = make_pipeline(classifier=name)
+    assert grid and all(k.startswith("clf__") for k in grid)
+    assert pipeline.fit(X, y).score(X, y) > 0.8
+
+
+def test_grid_overrides_are_typed():
+    grid = parse_grid_overrides(
+        ["clf__C=0.1,1,1e3", "reduce__n_components=64, 128", "clf__class_weight=none,balanced",
+         "clf__fit_intercept=true,False", "discretize__low=-0.5"]
+    )
+    assert grid == {
+        "clf__C": [0.1, 1, 1000.0],
+        "reduce__n_components": [64, 128],
+        "clf__class_weight": [None, "balanced"],
+        "clf__fit_intercept": [True, False],
+        "discretize__low": [-0.5],
+    }
+    assert type(grid["reduce__n_components"][0]) is int
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [("clf__C", "not of the form"), ("=1,2", "not of the form"), ("clf__C=", "not of the form"),
+     ("C=1", "must name a step and a parameter"), ("clf__C=1,,2", "empty value")],
+)
+def test_bad_grid_overrides(item, message):
+    with pytest.raises(FeatpipeError, match=message):
+        parse_grid_overrides([item])
+
+
+def test_parse_reduce():
+    assert parse_reduce("pca:64") == ReduceSpec("pca", 64)
+    assert parse_reduce("UMAP:2") == ReduceSpec("umap", 2)
+    assert parse_reduce("pca") == ReduceSpec("pca", 256)
+    assert parse_reduce("none") is None and parse_reduce(None) is None
+    for bad in ("tsne:2", "pca:0", "pca:x"):
+        with pytest.raises(FeatpipeError):
+            parse_reduce(bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"recipe": "fnee"}, "unknown recipe 'fnee'; choose one of fne, l2"),
+        ({"classifier": "xgboost"}, "unknown classifier 'xgboost'"),
+        ({"normalize": "minmax"}, "unknown normalization 'minmax'"),
+        ({"layers": ["top"]}, "needs layer_slices"),
+        ({"layers": ["nope"], "layer_slices": SLICES}, "unknown layer"),
+    ],
+)
+def test_make_pipeline_errors(kwargs, message):
+    with pytest.raises(FeatpipeError, match=message):
+        make_pipeline(**kwargs)
+
+
+def test_make_classifier_rejects_unknown_names():
+    with pytest.raises(FeatpipeError, match="choose one of linearsvc, svc, logistic, knn, ridge"):
+        make_classifier("forest")
