@@ -1,0 +1,116 @@
+"""featpipe.persist: skops round trip with provenance, refusal of untrusted types, atomic writes."""
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.datasets import load_digits
+from sklearn.pipeline import Pipeline
+from sklearn.svm import LinearSVC
+
+from featpipe.errors import FeatpipeError
+from featpipe.persist import load_model, save_model, untrusted_types
+from featpipe.recipes import make_pipeline
+
+SLICES = {"a": (0, 24), "b": (24, 64)}
+PROVENANCE = {
+    "backbone": "tf_efficientnet_lite0",
+    "weights_sha256": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    "layers": ["a", "b"],
+    "pooling": "avg",
+    "preprocessing": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    "image_size": 128,
+}
+TRAINING = {"recipe": "fne", "best_params": {"clf__C": 0.1}, "class_names": ["zero", "one"], "cv_score": 0.97}
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = load_digits(n_class=4, return_X_y=True)
+    return X.astype(np.float32), y
+
+
+class Shift(TransformerMixin, BaseEstimator):
+    """A transformer featpipe does not know: loading it must be refused by default."""
+
+    def fit(self, X, y=None):
+        self.offset_ = 1.0
+        return self
+
+    def transform(self, X):
+        return X + self.offset_
+
+
+class Leaky(Shift):
+    """Holds something skops cannot serialize."""
+
+    def fit(self, X, y=None):
+        self.stream_ = (i for i in range(3))
+        return super().fit(X, y)
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("recipe, layers", [("fne", ["b"]), ("l2", None), ("linear-probe", None), ("pca-svm", None)])
+def test_round_trip(data, tmp_path, recipe, layers):
+    X, y = data
+    pipeline = make_pipeline(recipe, layer_slices=SLICES, layers=layers, reduce="pca:8" if recipe == "pca-svm" else None)[0]
+    pipeline.fit(X, y)
+    path = save_model(tmp_path / "models" / "m.skops", pipeline, provenance=PROVENANCE, training=TRAINING)
+    assert _files(tmp_path / "models") == ["m.skops"]  # no temporary leftovers
+    assert untrusted_types(path) == []  # featpipe's own transformers are trusted by default
+    loaded, provenance, training = load_model(path)
+    np.testing.assert_array_equal(loaded.predict(X), pipeline.predict(X))
+    np.testing.assert_array_equal(loaded[:-1].transform(X), pipeline[:-1].transform(X))
+    assert provenance == PROVENANCE and training == TRAINING
+    assert [name for name, _ in loaded.steps] == [name for name, _ in pipeline.steps]
+
+
+def test_untrusted_types_are_refused_unless_trusted(data, tmp_path):
+    X, y = data
+    pipeline = Pipeline([("normalize", Shift()), ("clf", LinearSVC())]).fit(X, y)
+    path = save_model(tmp_path / "m.skops", pipeline, provenance={}, training={})
+    name = f"{Shift.__module__}.Shift"
+    assert untrusted_types(path) == [name]
+    with pytest.raises(FeatpipeError, match=rf"types featpipe does not trust: {name}; .*--trust") as info:
+        load_model(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(FeatpipeError, match="does not trust"):
+        load_model(path, trusted=["some.other.Type"])
+    for trusted in ([name], True):
+        loaded, _, _ = load_model(path, trusted=trusted)
+        np.testing.assert_array_equal(loaded.predict(X), pipeline.predict(X))
+
+
+def test_unfitted_or_unserializable_pipelines_write_nothing(data, tmp_path):
+    X, y = data
+    with pytest.raises(FeatpipeError, match="not fitted"):
+        save_model(tmp_path / "out" / "m.skops", make_pipeline("fne")[0], provenance={}, training={})
+    leaky = Pipeline([("reduce", Leaky()), ("clf", LinearSVC())]).fit(X, y)
+    with pytest.raises(FeatpipeError, match=r"cannot save this model safely with skops: step 'reduce' \(Leaky\)"):
+        save_model(tmp_path / "out" / "m.skops", leaky, provenance={}, training={})
+    assert not (tmp_path / "out").exists()
+
+
+def test_overwrite_is_atomic(data, tmp_path):
+    X, y = data
+    path = tmp_path / "m.skops"
+    first = make_pipeline("l2")[0].fit(X, y)
+    save_model(path, first, provenance={"run": 1}, training={})
+    save_model(path, make_pipeline("fne")[0].fit(X, y), provenance={"run": 2}, training={})
+    assert load_model(path)[1] == {"run": 2} and _files(tmp_path) == ["m.skops"]
+
+
+def test_bad_model_files(tmp_path):
+    with pytest.raises(FeatpipeError, match="does not exist"):
+        load_model(tmp_path / "missing.skops")
+    junk = tmp_path / "junk.skops"
+    junk.write_bytes(b"not a zip archive")
+    with pytest.raises(FeatpipeError, match="not a featpipe model file"):
+        load_model(junk)
+    foreign = tmp_path / "foreign.skops"
+    sio.dump({"some": "dict"}, foreign)
+    with pytest.raises(FeatpipeError, match="not a featpipe model"):
+        load_model(foreign)
