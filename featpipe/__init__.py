@@ -4,4 +4,21 @@ __version__ = "0.1.0"
 
 from featpipe.errors import FeatpipeError, UsageError  # noqa: E402
 
-__all__ = ["FeatpipeError", "UsageError", "__version__"]
+_LAZY = {
+    "FrozenFeatureClassifier": "featpipe.estimator",
+    "FeatureStore": "featpipe.store",
+    "extract": "featpipe.extract",
+    "create_backbone": "featpipe.backbones",
+    "make_pipeline": "featpipe.recipes",
+}
+
+__all__ = ["FeatpipeError", "UsageError", "__version__", *_LAZY]
+
+
+def __getattr__(name):
+    """Import the heavy parts (torch, h5py, sklearn) only when they are used."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'featpipe' has no attribute {name!r}")
