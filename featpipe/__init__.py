@@ -7,7 +7,6 @@ from featpipe.errors import FeatpipeError, UsageError  # noqa: E402
 _LAZY = {
     "FrozenFeatureClassifier": "featpipe.estimator",
     "FeatureStore": "featpipe.store",
-    "extract": "featpipe.extract",
     "create_backbone": "featpipe.backbones",
     "make_pipeline": "featpipe.recipes",
 }
