@@ -72,7 +72,9 @@ def save_model(path, pipeline: Pipeline, *, provenance: Mapping, training: Mappi
     try:
         check_is_fitted(pipeline)
     except (NotFittedError, TypeError):
-        raise FeatpipeError("the pipeline is not fitted; fit it (or run a search) before saving") from None
+        raise FeatpipeError(
+            "the pipeline is not fitted; fit it (or run a search) before saving"
+        ) from None
     import skops.io as sio
 
     payload = {
@@ -87,7 +89,8 @@ def save_model(path, pipeline: Pipeline, *, provenance: Mapping, training: Mappi
     except (TypeError, NotImplementedError) as error:
         raise FeatpipeError(
             f"cannot save this model safely with skops: {_unserializable_parts(payload)} "
-            f"({' '.join(str(error).split())}); use another reducer/classifier (e.g. pca instead of umap)"
+            f"({' '.join(str(error).split())}); "
+            "use another reducer/classifier (e.g. pca instead of umap)"
         ) from None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +155,9 @@ def untrusted_types(path) -> list[str]:
     try:
         found = sio.get_untrusted_types(file=path)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError):
-        raise FeatpipeError(f"{path} is not a featpipe model file (skops archive); save one with featpipe") from None
+        raise FeatpipeError(
+            f"{path} is not a featpipe model file (skops archive); save one with featpipe"
+        ) from None
     return [name for name in found if not _is_featpipe_estimator(name)]
 
 
@@ -187,10 +192,14 @@ def load_model(path, *, trusted: bool | Sequence[str] = False) -> tuple[Pipeline
         if refused:
             raise FeatpipeError(
                 f"{path} contains types featpipe does not trust: {', '.join(refused)}; "
-                "if you trust the file, load it with --trust (API: trusted=True or a list of type names)"
+                "if you trust the file, load it with --trust "
+                "(API: trusted=True or a list of type names)"
             )
     all_types = sio.get_untrusted_types(file=path)  # featpipe's own plus the allowed ones
     payload = sio.load(path, trusted=all_types)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise FeatpipeError(f"{path} is a skops file but not a featpipe model ({MODEL_FORMAT}); save one with featpipe")
+        raise FeatpipeError(
+            f"{path} is a skops file but not a featpipe model ({MODEL_FORMAT}); "
+            "save one with featpipe"
+        )
     return payload["pipeline"], dict(payload["provenance"]), dict(payload["training"])

@@ -160,7 +160,9 @@ def _parse_value(text: str):
         value = ast.literal_eval(text.strip())
     except (ValueError, SyntaxError):
         return text.strip()
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else text.strip()
+    return (
+        value if isinstance(value, (int, float)) and not isinstance(value, bool) else text.strip()
+    )
 
 
 def parse_grid_overrides(items: Sequence[str]) -> dict[str, list]:
@@ -188,7 +190,8 @@ def parse_grid_overrides(items: Sequence[str]) -> dict[str, list]:
         name = name.strip()
         if not sep or not name or not values.strip():
             raise FeatpipeError(
-                f"grid override {item!r} is not of the form step__param=v1,v2 (e.g. clf__C=0.1,1,10)"
+                f"grid override {item!r} is not of the form step__param=v1,v2 "
+                "(e.g. clf__C=0.1,1,10)"
             )
         if "__" not in name or name.startswith("__") or name.endswith("__"):
             raise FeatpipeError(
@@ -196,7 +199,9 @@ def parse_grid_overrides(items: Sequence[str]) -> dict[str, list]:
             )
         parsed = [_parse_value(v) for v in values.split(",")]
         if any(v == "" for v in parsed):
-            raise FeatpipeError(f"grid override {item!r} has an empty value; remove the extra comma")
+            raise FeatpipeError(
+                f"grid override {item!r} has an empty value; remove the extra comma"
+            )
         grid[name] = parsed
     return grid
 
@@ -246,7 +251,8 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "fne",
             "Full-Network Embedding (Garcia-Gasulla et al. 2018): featurewise standardization "
-            "from the training data, discretization to {-1, 0, 1} (x > 0.15 -> 1, x < -0.25 -> -1), "
+            "from the training data, discretization to {-1, 0, 1} "
+            "(x > 0.15 -> 1, x < -0.25 -> -1), "
             "linear SVM.",
             normalize="standard",
             discretize=True,
@@ -256,7 +262,8 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "l2",
-            "Per-layer L2 normalization (Razavian et al. 2014; the FNE authors' baseline), linear SVM.",
+            "Per-layer L2 normalization (Razavian et al. 2014; the FNE authors' baseline), "
+            "linear SVM.",
             normalize="layer-l2",
             discretize=False,
             reduce="none",
@@ -374,8 +381,12 @@ def _build_pipeline(
     steps = []
     if layers is not None:
         if layer_slices is None:
-            raise FeatpipeError("selecting layers needs layer_slices; load the features from a store")
-        steps.append(("select", LayerSelector(layers=list(layers), layer_slices=dict(layer_slices))))
+            raise FeatpipeError(
+                "selecting layers needs layer_slices; load the features from a store"
+            )
+        steps.append(
+            ("select", LayerSelector(layers=list(layers), layer_slices=dict(layer_slices)))
+        )
     kept_slices = None if layer_slices is None else select_layer_slices(layer_slices, layers)
     normalizer = _make_normalizer(normalize, kept_slices)
     if normalizer is not None:
@@ -390,7 +401,9 @@ def _build_pipeline(
 
 def _make_normalizer(normalize: str, layer_slices):
     if normalize not in NORMALIZERS:
-        raise FeatpipeError(f"unknown normalization {normalize!r}; choose one of {', '.join(NORMALIZERS)}")
+        raise FeatpipeError(
+            f"unknown normalization {normalize!r}; choose one of {', '.join(NORMALIZERS)}"
+        )
     return {
         "l2": lambda: LayerL2Normalizer(),
         "layer-l2": lambda: LayerL2Normalizer(layer_slices=layer_slices),

@@ -9,7 +9,8 @@ Example
 >>> from sklearn.datasets import load_iris
 >>> from sklearn.linear_model import LogisticRegression
 >>> X, y = load_iris(return_X_y=True)
->>> ev = evaluate(LogisticRegression(max_iter=500).fit(X, y), X, y, ["setosa", "versicolor", "virginica"])
+>>> model = LogisticRegression(max_iter=500).fit(X, y)
+>>> ev = evaluate(model, X, y, ["setosa", "versicolor", "virginica"])
 >>> round(ev["accuracy"], 2), ev["per_class"][0]["class"]
 (0.97, 'setosa')
 """
@@ -54,19 +55,25 @@ def evaluate(estimator, X_test, y_test, class_names: Sequence[str] | None = None
     if X_test is None or np.ndim(X_test) != 2 or X_test.shape[0] == 0:
         raise FeatpipeError("no test samples to evaluate; use a test split with at least one image")
     if y_test is None or len(y_test) != X_test.shape[0]:
-        raise FeatpipeError("test labels are missing or do not match the test features; use a labelled store")
+        raise FeatpipeError(
+            "test labels are missing or do not match the test features; use a labelled store"
+        )
     y_test = np.asarray(y_test)
     start = time.perf_counter()
     y_pred = np.asarray(estimator.predict(X_test))
     predict_seconds = time.perf_counter() - start
 
-    labels = np.arange(len(class_names)) if class_names is not None else np.unique(np.concatenate([y_test, y_pred]))
+    labels = (
+        np.arange(len(class_names))
+        if class_names is not None
+        else np.unique(np.concatenate([y_test, y_pred]))
+    )
     names = list(class_names) if class_names is not None else [str(label) for label in labels]
     matrix = confusion_matrix(y_test, y_pred, labels=labels)
     support = matrix.sum(axis=1)
     per_class = [
         {"class": name, "n": int(n), "accuracy": float(matrix[i, i] / n) if n else None}
-        for i, (name, n) in enumerate(zip(names, support))
+        for i, (name, n) in enumerate(zip(names, support, strict=True))
     ]
     return {
         "n_test": int(len(y_test)),
@@ -79,8 +86,10 @@ def evaluate(estimator, X_test, y_test, class_names: Sequence[str] | None = None
     }
 
 
-def build_report(*, search=None, evaluation: Mapping | None = None, meta: Mapping | None = None) -> dict:
-    """The JSON-serializable report: ``meta``, ``search`` (without the estimator), ``evaluation``."""
+def build_report(
+    *, search=None, evaluation: Mapping | None = None, meta: Mapping | None = None
+) -> dict:
+    """The JSON-serializable report: ``meta``, ``search`` (no estimator), ``evaluation``."""
     report: dict = {"meta": dict(meta or {})}
     if search is not None:
         report["search"] = {
@@ -98,7 +107,9 @@ def build_report(*, search=None, evaluation: Mapping | None = None, meta: Mappin
     return report
 
 
-def write_report(out_dir, *, search=None, evaluation: Mapping | None = None, meta: Mapping | None = None) -> list[Path]:
+def write_report(
+    out_dir, *, search=None, evaluation: Mapping | None = None, meta: Mapping | None = None
+) -> list[Path]:
     """Write ``report.json``, ``report.md`` and (with an evaluation) ``confusion.png``.
 
     Each file is written under a temporary name and renamed, so a failure leaves no
@@ -131,7 +142,11 @@ def write_report(out_dir, *, search=None, evaluation: Mapping | None = None, met
         _write_atomic(out_dir / "report.md", lambda f: f.write(text_md.encode())),
     ]
     if figure is not None:
-        written.append(_write_atomic(out_dir / "confusion.png", lambda f: figure.savefig(f, format="png", dpi=100)))
+        written.append(
+            _write_atomic(
+                out_dir / "confusion.png", lambda f: figure.savefig(f, format="png", dpi=100)
+            )
+        )
     return written
 
 
@@ -164,7 +179,11 @@ def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.{digits}f}"
+        return (
+            f"{value:.{digits}g}"
+            if abs(value) < 1e-3 or abs(value) >= 1e4
+            else f"{value:.{digits}f}"
+        )
     return str(value)
 
 
@@ -175,7 +194,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
 
 
 def _params_text(params: Mapping) -> str:
-    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "(defaults)"
+    return (
+        ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        or "(defaults)"
+    )
 
 
 def render_markdown(report: Mapping) -> str:
@@ -183,7 +205,13 @@ def render_markdown(report: Mapping) -> str:
     lines = ["# featpipe report", ""]
     meta = report.get("meta") or {}
     if meta:
-        lines += _table(["", ""], [(k, json.dumps(v, default=_json_default) if isinstance(v, (dict, list)) else v) for k, v in meta.items()])
+        lines += _table(
+            ["", ""],
+            [
+                (k, json.dumps(v, default=_json_default) if isinstance(v, (dict, list)) else v)
+                for k, v in meta.items()
+            ],
+        )
         lines.append("")
     search = report.get("search")
     if search:
@@ -191,14 +219,24 @@ def render_markdown(report: Mapping) -> str:
             "## Model selection",
             "",
             f"- best parameters: {_params_text(search['best_params'])}",
-            f"- cross-validated {search['scoring']}: {_fmt(search['best_score'])} ({search['n_splits']} folds)",
+            f"- cross-validated {search['scoring']}: {_fmt(search['best_score'])} "
+            f"({search['n_splits']} folds)",
             f"- search time: {search['fit_seconds']:.2f} s (refit {search['refit_seconds']:.2f} s)",
             "",
         ]
         rows = sorted(search["cv_table"], key=lambda r: (-r["mean_test_score"], r["rank"]))
         lines += _table(
             ["rank", "parameters", f"mean {search['scoring']}", "std", "fit s"],
-            [(r["rank"], _params_text(r["params"]), r["mean_test_score"], r["std_test_score"], r["mean_fit_time"]) for r in rows],
+            [
+                (
+                    r["rank"],
+                    _params_text(r["params"]),
+                    r["mean_test_score"],
+                    r["std_test_score"],
+                    r["mean_fit_time"],
+                )
+                for r in rows
+            ],
         )
         lines.append("")
     evaluation = report.get("evaluation")
@@ -212,7 +250,10 @@ def render_markdown(report: Mapping) -> str:
             f"- predict time: {evaluation['predict_seconds']:.3f} s",
             "",
         ]
-        lines += _table(["class", "n", "accuracy"], [(c["class"], c["n"], c["accuracy"]) for c in evaluation["per_class"]])
+        lines += _table(
+            ["class", "n", "accuracy"],
+            [(c["class"], c["n"], c["accuracy"]) for c in evaluation["per_class"]],
+        )
         lines += ["", "![confusion matrix](confusion.png)", ""]
     return "\n".join(lines)
 
@@ -242,11 +283,21 @@ def _confusion_figure(evaluation: Mapping):
     ax.set_yticks(ticks, names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"accuracy {evaluation['accuracy']:.3f}, balanced {evaluation['balanced_accuracy']:.3f}")
+    ax.set_title(
+        f"accuracy {evaluation['accuracy']:.3f}, balanced {evaluation['balanced_accuracy']:.3f}"
+    )
     if len(names) <= 30:
         threshold = matrix.max() / 2 if matrix.size else 0
         for (i, j), count in np.ndenumerate(matrix):
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color="white" if count > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if count > threshold else "black",
+            )
     figure.tight_layout()
     return figure
 
@@ -257,7 +308,11 @@ def _confusion_figure(evaluation: Mapping):
 def _run_summary(run: Mapping) -> dict:
     """Headline numbers of a run: a report dict is summarised, a flat dict is used as is."""
     if "evaluation" not in run and "search" not in run:
-        return {key: value for key, value in run.items() if value is None or isinstance(value, (str, int, float))}
+        return {
+            key: value
+            for key, value in run.items()
+            if value is None or isinstance(value, (str, int, float))
+        }
     evaluation = run.get("evaluation") or {}
     search = run.get("search") or {}
     meta = run.get("meta") or {}
@@ -277,7 +332,9 @@ def _summaries(runs: Mapping[str, Mapping]) -> tuple[dict[str, dict], list[str]]
     summaries = {name: _run_summary(run) for name, run in runs.items()}
     columns: list[str] = []
     for summary in summaries.values():
-        columns += [key for key, value in summary.items() if key not in columns and value is not None]
+        columns += [
+            key for key, value in summary.items() if key not in columns and value is not None
+        ]
     return summaries, columns
 
 
@@ -304,7 +361,9 @@ def comparison_table(runs: Mapping[str, Mapping]) -> str:
     | last layer | 0.8500 | 1280 |
     """
     summaries, columns = _summaries(runs)
-    rows = [[name] + [summary.get(column) for column in columns] for name, summary in summaries.items()]
+    rows = [
+        [name] + [summary.get(column) for column in columns] for name, summary in summaries.items()
+    ]
     return "\n".join(_table(["run"] + columns, rows))
 
 
@@ -332,7 +391,9 @@ def comparison_plot(runs: Mapping[str, Mapping], path) -> Path:
     width = 0.8 / len(metrics)
     for k, metric in enumerate(metrics):
         values = [float(s.get(metric) or 0.0) for s in summaries.values()]
-        bars = ax.bar(x + (k - (len(metrics) - 1) / 2) * width, values, width, label=metric.replace("_", " "))
+        bars = ax.bar(
+            x + (k - (len(metrics) - 1) / 2) * width, values, width, label=metric.replace("_", " ")
+        )
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
     ax.set_xticks(x, list(summaries), fontsize=8)
     ax.set_ylim(0, 1.1)

@@ -81,7 +81,11 @@ def _n_splits(cv) -> int:
 
 
 def _label_name(label, class_names) -> str:
-    if class_names is not None and isinstance(label, numbers.Integral) and 0 <= label < len(class_names):
+    if (
+        class_names is not None
+        and isinstance(label, numbers.Integral)
+        and 0 <= label < len(class_names)
+    ):
         return repr(class_names[int(label)])
     return repr(label.item() if isinstance(label, np.generic) else label)
 
@@ -109,39 +113,49 @@ def validate_training_data(X, y, cv, class_names: Sequence[str] | None = None) -
     --------
     >>> import numpy as np
     >>> validate_training_data(np.zeros((4, 2)), np.array([0, 0, 1, 1]), cv=2)
-    >>> validate_training_data(np.zeros((4, 2)), np.array([0, 0, 0, 1]), cv=2)
+    >>> validate_training_data(np.zeros((4, 2)), np.array([0, 0, 0, 1]), cv=2)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    featpipe.errors.FeatpipeError: class 1 has 1 sample(s), fewer than the 2 cross-validation folds; lower --cv or add samples of that class
+    featpipe.errors.FeatpipeError: class 1 has 1 sample(s), fewer than the 2 cross-validation ...
     """
     n_splits = _n_splits(cv)
     if X is None or np.ndim(X) != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         shape = None if X is None else tuple(np.shape(X))
-        raise FeatpipeError(f"no features to learn from (X has shape {shape}); extract features first")
+        raise FeatpipeError(
+            f"no features to learn from (X has shape {shape}); extract features first"
+        )
     if y is None:
         raise FeatpipeError("the features have no labels; use a store extracted from class folders")
     y = np.asarray(y)
     if y.shape != (X.shape[0],):
-        raise FeatpipeError(f"{X.shape[0]} feature rows but labels of shape {y.shape}; use matching X and y")
+        raise FeatpipeError(
+            f"{X.shape[0]} feature rows but labels of shape {y.shape}; use matching X and y"
+        )
     unlabelled = int(np.sum(y == UNLABELLED)) if y.dtype.kind in "iu" else 0
     if unlabelled == len(y):
-        raise FeatpipeError("the features have no labels (all -1); use a store extracted from class folders")
+        raise FeatpipeError(
+            "the features have no labels (all -1); use a store extracted from class folders"
+        )
     if unlabelled:
         raise FeatpipeError(f"{unlabelled} samples have no label (-1); drop them before training")
     labels, counts = np.unique(y, return_counts=True)
     if len(labels) < 2:
         raise FeatpipeError(
-            f"only one class ({_label_name(labels[0], class_names)}) in the labels; a classifier needs at least two"
+            f"only one class ({_label_name(labels[0], class_names)}) in the labels; "
+            "a classifier needs at least two"
         )
     smallest = int(np.argmin(counts))
     if counts[smallest] < n_splits:
         raise FeatpipeError(
-            f"class {_label_name(labels[smallest], class_names)} has {counts[smallest]} sample(s), fewer than the "
+            f"class {_label_name(labels[smallest], class_names)} has {counts[smallest]} sample(s), "
+            "fewer than the "
             f"{n_splits} cross-validation folds; lower --cv or add samples of that class"
         )
     bad_rows = _count_non_finite_rows(X)
     if bad_rows:
-        raise FeatpipeError(f"{bad_rows} feature rows contain NaN or inf; re-extract or drop those images")
+        raise FeatpipeError(
+            f"{bad_rows} feature rows contain NaN or inf; re-extract or drop those images"
+        )
 
 
 def _count_non_finite_rows(X, chunk_rows: int = 8192) -> int:
@@ -204,7 +218,9 @@ def _cv_table(cv_results: Mapping) -> list[dict]:
 
 
 def _make_search(pipeline, grid, *, cv, scoring, n_jobs, halving, random_state, verbose):
-    common = dict(scoring=scoring, cv=cv, n_jobs=n_jobs, refit=True, verbose=verbose, error_score="raise")
+    common = dict(
+        scoring=scoring, cv=cv, n_jobs=n_jobs, refit=True, verbose=verbose, error_score="raise"
+    )
     if not halving:
         return GridSearchCV(pipeline, grid, **common)
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
@@ -274,7 +290,11 @@ def run_search(
     validate_training_data(X, y, cv, class_names)
     grid = _check_grid(pipeline, param_grid)
     n_splits = _n_splits(cv)
-    splitter = StratifiedKFold(n_splits, shuffle=True, random_state=random_state) if isinstance(cv, numbers.Integral) else cv
+    splitter = (
+        StratifiedKFold(n_splits, shuffle=True, random_state=random_state)
+        if isinstance(cv, numbers.Integral)
+        else cv
+    )
 
     pipeline = clone(pipeline)
     cached = _use_cache(pipeline, cache_dir, cache)
@@ -283,8 +303,14 @@ def run_search(
 
         pipeline.set_params(memory=Memory(location=str(cache_dir), verbose=0))
     search = _make_search(
-        pipeline, grid, cv=splitter, scoring=scoring, n_jobs=n_jobs,
-        halving=halving, random_state=random_state, verbose=verbose,
+        pipeline,
+        grid,
+        cv=splitter,
+        scoring=scoring,
+        n_jobs=n_jobs,
+        halving=halving,
+        random_state=random_state,
+        verbose=verbose,
     )
     start = time.perf_counter()
     try:

@@ -274,7 +274,9 @@ class LayerSelector(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
         X, xp, _ = _float_input(self, X, reset=False)
         if self.layer_slices_ is None or self.layers is None:
             return X
-        blocks = [X[:, a:b] for name, (a, b) in self.layer_slices.items() if name in self.layer_slices_]
+        blocks = [
+            X[:, a:b] for name, (a, b) in self.layer_slices.items() if name in self.layer_slices_
+        ]
         return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=1)
 
     def get_feature_names_out(self, input_features=None):
@@ -289,7 +291,9 @@ class LayerSelector(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
         )
 
 
-class LayerL2Normalizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class LayerL2Normalizer(
+    _FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator
+):
     """L2-normalize each layer's block of columns separately (Razavian et al. 2014).
 
     Rows whose block is all zero stay zero. With ``layer_slices=None`` the whole row is one
@@ -336,7 +340,9 @@ class LayerL2Normalizer(_FloatTransformerMixin, OneToOneFeatureMixin, Transforme
         """
         check_is_fitted(self, "n_features_in_")
         X, xp, _ = _float_input(self, X, reset=False)
-        bounds = [(0, X.shape[1])] if self.layer_slices is None else list(self.layer_slices.values())
+        bounds = (
+            [(0, X.shape[1])] if self.layer_slices is None else list(self.layer_slices.values())
+        )
         blocks = [_l2_rows(X[:, int(a) : int(b)], xp) for a, b in bounds]
         return blocks[0] if len(blocks) == 1 else xp.concat(blocks, axis=1)
 
@@ -409,7 +415,9 @@ class Standardizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixi
                 f"statistics have shapes {tuple(mean.shape)} and {tuple(scale.shape)} "
                 f"but X has {n_features} features; compute them on the same layers"
             )
-        if not bool(xp.all(xp.isfinite(mean))) or not bool(xp.all(xp.isfinite(scale) & (scale >= 0))):
+        if not bool(xp.all(xp.isfinite(mean))) or not bool(
+            xp.all(xp.isfinite(scale) & (scale >= 0))
+        ):
             raise FeatpipeError("statistics contain NaN, inf or negative scales; recompute them")
         return mean, scale
 
@@ -428,7 +436,9 @@ class Standardizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixi
         X, xp, _ = _float_input(self, X, reset=False)
         mean = xp.astype(self.mean_, X.dtype)
         safe_scale = xp.where(self.scale_ > 0, self.scale_, xp.ones_like(self.scale_))
-        inverse_scale = xp.astype(xp.where(self.scale_ > 0, 1.0 / safe_scale, xp.zeros_like(safe_scale)), X.dtype)
+        inverse_scale = xp.astype(
+            xp.where(self.scale_ > 0, 1.0 / safe_scale, xp.zeros_like(safe_scale)), X.dtype
+        )
         return (X - mean) * inverse_scale
 
 
@@ -598,7 +608,9 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
     (30, 2)
     """
 
-    def __init__(self, n_components=32, n_neighbors=15, min_dist=0.1, metric="euclidean", random_state=None):
+    def __init__(
+        self, n_components=32, n_neighbors=15, min_dist=0.1, metric="euclidean", random_state=None
+    ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist

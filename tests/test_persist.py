@@ -21,7 +21,12 @@ PROVENANCE = {
     "preprocessing": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
     "image_size": 128,
 }
-TRAINING = {"recipe": "fne", "best_params": {"clf__C": 0.1}, "class_names": ["zero", "one"], "cv_score": 0.97}
+TRAINING = {
+    "recipe": "fne",
+    "best_params": {"clf__C": 0.1},
+    "class_names": ["zero", "one"],
+    "cv_score": 0.97,
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +58,18 @@ def _files(folder):
     return sorted(p.name for p in folder.iterdir())
 
 
-@pytest.mark.parametrize("recipe, layers", [("fne", ["b"]), ("l2", None), ("linear-probe", None), ("pca-svm", None)])
+@pytest.mark.parametrize(
+    "recipe, layers", [("fne", ["b"]), ("l2", None), ("linear-probe", None), ("pca-svm", None)]
+)
 def test_round_trip(data, tmp_path, recipe, layers):
     X, y = data
-    pipeline = make_pipeline(recipe, layer_slices=SLICES, layers=layers, reduce="pca:8" if recipe == "pca-svm" else None)[0]
+    pipeline = make_pipeline(
+        recipe, layer_slices=SLICES, layers=layers, reduce="pca:8" if recipe == "pca-svm" else None
+    )[0]
     pipeline.fit(X, y)
-    path = save_model(tmp_path / "models" / "m.skops", pipeline, provenance=PROVENANCE, training=TRAINING)
+    path = save_model(
+        tmp_path / "models" / "m.skops", pipeline, provenance=PROVENANCE, training=TRAINING
+    )
     assert _files(tmp_path / "models") == ["m.skops"]  # no temporary leftovers
     assert untrusted_types(path) == []  # featpipe's own transformers are trusted by default
     loaded, provenance, training = load_model(path)
@@ -74,7 +85,9 @@ def test_untrusted_types_are_refused_unless_trusted(data, tmp_path):
     path = save_model(tmp_path / "m.skops", pipeline, provenance={}, training={})
     name = f"{Shift.__module__}.Shift"
     assert untrusted_types(path) == [name]
-    with pytest.raises(FeatpipeError, match=rf"types featpipe does not trust: {name}; .*--trust") as info:
+    with pytest.raises(
+        FeatpipeError, match=rf"types featpipe does not trust: {name}; .*--trust"
+    ) as info:
         load_model(path)
     assert "\n" not in str(info.value)
     with pytest.raises(FeatpipeError, match="does not trust"):
@@ -87,9 +100,13 @@ def test_untrusted_types_are_refused_unless_trusted(data, tmp_path):
 def test_unfitted_or_unserializable_pipelines_write_nothing(data, tmp_path):
     X, y = data
     with pytest.raises(FeatpipeError, match="not fitted"):
-        save_model(tmp_path / "out" / "m.skops", make_pipeline("fne")[0], provenance={}, training={})
+        save_model(
+            tmp_path / "out" / "m.skops", make_pipeline("fne")[0], provenance={}, training={}
+        )
     leaky = Pipeline([("reduce", Leaky()), ("clf", LinearSVC())]).fit(X, y)
-    with pytest.raises(FeatpipeError, match=r"cannot save this model safely with skops: step 'reduce' \(Leaky\)"):
+    with pytest.raises(
+        FeatpipeError, match=r"cannot save this model safely with skops: step 'reduce' \(Leaky\)"
+    ):
         save_model(tmp_path / "out" / "m.skops", leaky, provenance={}, training={})
     assert not (tmp_path / "out").exists()
 

@@ -64,7 +64,9 @@ def test_recipe_structures():
 
 def test_linear_probe_grid_is_the_kornblith_sweep():
     assert len(KORNBLITH_C_GRID) == 45
-    np.testing.assert_allclose([KORNBLITH_C_GRID[0], KORNBLITH_C_GRID[-1]], [1e-5, 1e6])  # C = 1/lambda
+    np.testing.assert_allclose(
+        [KORNBLITH_C_GRID[0], KORNBLITH_C_GRID[-1]], [1e-5, 1e6]
+    )  # C = 1/lambda
     np.testing.assert_allclose(np.diff(np.log10(KORNBLITH_C_GRID)), 11 / 44)
 
 
@@ -73,7 +75,11 @@ def test_linear_probe_grid_is_the_kornblith_sweep():
     [
         ("fne", None, 0.9),
         ("l2", None, 0.9),
-        ("linear-probe", {"clf__C": KORNBLITH_C_GRID[12:36:4]}, 0.9),  # a slice of the sweep, for time
+        (
+            "linear-probe",
+            {"clf__C": KORNBLITH_C_GRID[12:36:4]},
+            0.9,
+        ),  # a slice of the sweep, for time
         ("pca-svm", None, 0.9),
     ],
 )
@@ -105,8 +111,12 @@ def test_umap_is_clipped_on_tiny_data():
 
 def test_free_combination_and_layer_selection():
     pipeline, grid = make_pipeline(
-        layer_slices=SLICES, layers=["bottom", "top"], normalize="layer-l2",
-        discretize=True, reduce="pca:16", classifier="ridge",
+        layer_slices=SLICES,
+        layers=["bottom", "top"],
+        normalize="layer-l2",
+        discretize=True,
+        reduce="pca:16",
+        classifier="ridge",
     )
     assert _steps(pipeline) == ["select", "normalize", "discretize", "reduce", "clf"]
     assert pipeline["normalize"].layer_slices == {"top": (0, 24), "bottom": (24, 48)}
@@ -126,7 +136,10 @@ def test_recipe_options_can_be_overridden():
     pipeline, _ = make_pipeline("fne", normalize="none", discretize=False)
     assert _steps(pipeline) == ["clf"]
     pipeline, _ = make_pipeline(normalize="l2")
-    assert isinstance(pipeline["normalize"], LayerL2Normalizer) and pipeline["normalize"].layer_slices is None
+    assert (
+        isinstance(pipeline["normalize"], LayerL2Normalizer)
+        and pipeline["normalize"].layer_slices is None
+    )
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
@@ -140,8 +153,13 @@ def test_every_classifier_fits(name):
 
 def test_grid_overrides_are_typed():
     grid = parse_grid_overrides(
-        ["clf__C=0.1,1,1e3", "reduce__n_components=64, 128", "clf__class_weight=none,balanced",
-         "clf__fit_intercept=true,False", "discretize__low=-0.5"]
+        [
+            "clf__C=0.1,1,1e3",
+            "reduce__n_components=64, 128",
+            "clf__class_weight=none,balanced",
+            "clf__fit_intercept=true,False",
+            "discretize__low=-0.5",
+        ]
     )
     assert grid == {
         "clf__C": [0.1, 1, 1000.0],
@@ -155,8 +173,13 @@ def test_grid_overrides_are_typed():
 
 @pytest.mark.parametrize(
     "item, message",
-    [("clf__C", "not of the form"), ("=1,2", "not of the form"), ("clf__C=", "not of the form"),
-     ("C=1", "must name a step and a parameter"), ("clf__C=1,,2", "empty value")],
+    [
+        ("clf__C", "not of the form"),
+        ("=1,2", "not of the form"),
+        ("clf__C=", "not of the form"),
+        ("C=1", "must name a step and a parameter"),
+        ("clf__C=1,,2", "empty value"),
+    ],
 )
 def test_bad_grid_overrides(item, message):
     with pytest.raises(FeatpipeError, match=message):

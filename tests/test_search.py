@@ -43,7 +43,12 @@ def _ok_data():
         (np.zeros((4, 2)), np.array([3, 3, 3, 3]), 2, r"only one class \('d'\)"),
         (np.zeros((5, 2)), np.array([0, 0, 0, 1, 1]), 3, "class 'b' has 2 sample"),
         (np.zeros((4, 2)), np.array([0, 0, 1]), 2, "labels of shape"),
-        (np.array([[0.0, np.nan], [1, 1], [2, 2], [3, np.inf]]), np.array([0, 0, 1, 1]), 2, "2 feature rows contain NaN or inf"),
+        (
+            np.array([[0.0, np.nan], [1, 1], [2, 2], [3, np.inf]]),
+            np.array([0, 0, 1, 1]),
+            2,
+            "2 feature rows contain NaN or inf",
+        ),
         (np.zeros((4, 2)), np.array([0, 0, 1, 1]), 1, "too few"),
     ],
 )
@@ -69,7 +74,11 @@ def test_failed_search_writes_nothing(tmp_path):
     "kwargs, grid, message",
     [
         ({"scoring": "f1"}, {}, "unknown scoring 'f1'"),
-        ({}, {"clf__gamma": [1]}, r"grid parameter 'clf__gamma' does not exist .*steps: normalize, clf"),
+        (
+            {},
+            {"clf__gamma": [1]},
+            r"grid parameter 'clf__gamma' does not exist .*steps: normalize, clf",
+        ),
         ({}, {"clf__C": []}, "has no values"),
         ({}, {"clf__C": [-1.0]}, "invalid grid value: The 'C' parameter of LinearSVC"),
     ],
@@ -99,7 +108,9 @@ def test_run_search_reports_the_grid(small_digits):
 
 def test_halving_search(small_digits):
     pipeline, _ = make_pipeline("l2")
-    result = run_search(pipeline, {"clf__C": [0.01, 0.1, 1, 10, 100, 1000]}, *small_digits, cv=3, halving=True)
+    result = run_search(
+        pipeline, {"clf__C": [0.01, 0.1, 1, 10, 100, 1000]}, *small_digits, cv=3, halving=True
+    )
     assert {"iter", "n_resources"} <= set(result.cv_table[0])
     assert max(row["iter"] for row in result.cv_table) >= 1
     assert result.best_score > 0.9
@@ -111,20 +122,30 @@ class RecordingStandardizer(Standardizer):
     fitted_means: list = []
 
     def fit(self, X, y=None):
-        RecordingStandardizer.fitted_means.append((len(X), np.asarray(X, dtype=np.float64).mean(axis=0)))
+        RecordingStandardizer.fitted_means.append(
+            (len(X), np.asarray(X, dtype=np.float64).mean(axis=0))
+        )
         return super().fit(X, y)
 
 
 def test_statistics_come_from_training_folds_only(small_digits):
     X, y = small_digits
     RecordingStandardizer.fitted_means = []
-    pipeline = Pipeline([("normalize", RecordingStandardizer()), ("discretize", FNEDiscretizer()), ("clf", LinearSVC())])
+    pipeline = Pipeline(
+        [
+            ("normalize", RecordingStandardizer()),
+            ("discretize", FNEDiscretizer()),
+            ("clf", LinearSVC()),
+        ]
+    )
     run_search(pipeline, {}, X, y, cv=3, random_state=7)
     folds = StratifiedKFold(3, shuffle=True, random_state=7).split(X, y)
     expected = [(len(train), X[train].astype(np.float64).mean(axis=0)) for train, _ in folds]
-    expected.append((len(X), X.astype(np.float64).mean(axis=0)))  # the final refit on all training data
+    expected.append(
+        (len(X), X.astype(np.float64).mean(axis=0))
+    )  # the final refit on all training data
     assert [n for n, _ in RecordingStandardizer.fitted_means] == [n for n, _ in expected]
-    for (_, got), (_, want) in zip(RecordingStandardizer.fitted_means, expected):
+    for (_, got), (_, want) in zip(RecordingStandardizer.fitted_means, expected, strict=True):
         np.testing.assert_allclose(got, want)
 
 
@@ -151,7 +172,13 @@ GRID = {"clf__C": [0.01, 0.1, 1.0]}
 
 
 def _counting_pipeline():
-    return Pipeline([("normalize", CountingStandardizer()), ("discretize", FNEDiscretizer()), ("clf", LinearSVC())])
+    return Pipeline(
+        [
+            ("normalize", CountingStandardizer()),
+            ("discretize", FNEDiscretizer()),
+            ("clf", LinearSVC()),
+        ]
+    )
 
 
 def test_cache_fits_preprocessing_once_per_fold(small_digits, tmp_path):
@@ -160,12 +187,16 @@ def test_cache_fits_preprocessing_once_per_fold(small_digits, tmp_path):
     assert CountingStandardizer.fits == 3 * 3 + 1  # every grid point x fold, plus the refit
 
     CountingStandardizer.fits = 0
-    cold = run_search(_counting_pipeline(), GRID, *small_digits, cv=3, cache_dir=tmp_path, cache=True)
+    cold = run_search(
+        _counting_pipeline(), GRID, *small_digits, cv=3, cache_dir=tmp_path, cache=True
+    )
     assert CountingStandardizer.fits == 3 + 1  # once per fold, plus the refit
     assert cold.extra["cache"] == str(tmp_path)
 
     CountingStandardizer.fits = 0
-    warm = run_search(_counting_pipeline(), GRID, *small_digits, cv=3, cache_dir=tmp_path, cache=True)
+    warm = run_search(
+        _counting_pipeline(), GRID, *small_digits, cv=3, cache_dir=tmp_path, cache=True
+    )
     assert CountingStandardizer.fits == 0
     assert warm.best_params == cold.best_params and warm.best_score == cold.best_score
 
@@ -196,13 +227,19 @@ def fitted(small_digits):
 def test_evaluate_metrics(fitted, small_digits):
     X, y = small_digits
     X_test, y_test = X[200:], y[200:].copy()
-    evaluation = evaluate(fitted.best_estimator, X_test, y_test, ["zero", "one", "two", "three", "four"])
+    evaluation = evaluate(
+        fitted.best_estimator, X_test, y_test, ["zero", "one", "two", "three", "four"]
+    )
     predicted = fitted.best_estimator.predict(X_test)
     assert evaluation["accuracy"] == pytest.approx(np.mean(predicted == y_test))
     matrix = np.array(evaluation["confusion_matrix"])
     assert matrix.shape == (5, 5) and matrix.sum() == len(y_test) == evaluation["n_test"]
     per_class = {row["class"]: row for row in evaluation["per_class"]}
-    assert per_class["four"] == {"class": "four", "n": 0, "accuracy": None}  # absent from the test set
+    assert per_class["four"] == {
+        "class": "four",
+        "n": 0,
+        "accuracy": None,
+    }  # absent from the test set
     ones = y_test == 1
     assert per_class["one"]["accuracy"] == pytest.approx(np.mean(predicted[ones] == 1))
     recalls = [row["accuracy"] for row in evaluation["per_class"] if row["n"]]
@@ -214,22 +251,39 @@ def test_evaluate_metrics(fitted, small_digits):
 def test_write_report(fitted, small_digits, tmp_path):
     X, y = small_digits
     evaluation = evaluate(fitted.best_estimator, X[200:], y[200:], ["zero", "one", "two", "three"])
-    files = write_report(tmp_path / "rep", search=fitted, evaluation=evaluation, meta={"recipe": "l2", "layers": ["a"]})
+    files = write_report(
+        tmp_path / "rep",
+        search=fitted,
+        evaluation=evaluation,
+        meta={"recipe": "l2", "layers": ["a"]},
+    )
     assert sorted(p.name for p in files) == ["confusion.png", "report.json", "report.md"]
-    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["confusion.png", "report.json", "report.md"]
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == [
+        "confusion.png",
+        "report.json",
+        "report.md",
+    ]
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["search"]["best_params"] == fitted.best_params
     assert report["evaluation"]["accuracy"] == evaluation["accuracy"]
     markdown = (tmp_path / "rep" / "report.md").read_text()
-    scores = [row["mean_test_score"] for row in sorted(fitted.cv_table, key=lambda r: -r["mean_test_score"])]
-    table_lines = [line for line in markdown.splitlines() if line.startswith("| ") and "clf__C=" in line]
+    scores = [
+        row["mean_test_score"]
+        for row in sorted(fitted.cv_table, key=lambda r: -r["mean_test_score"])
+    ]
+    table_lines = [
+        line for line in markdown.splitlines() if line.startswith("| ") and "clf__C=" in line
+    ]
     assert [float(line.split("|")[3]) for line in table_lines] == pytest.approx(scores, abs=1e-4)
     assert "| three |" in markdown and "balanced accuracy" in markdown
     assert (tmp_path / "rep" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_comparison_table_and_plot(fitted, tmp_path):
-    full = build_report(search=fitted, evaluation={"accuracy": 0.91, "balanced_accuracy": 0.9, "predict_seconds": 0.01})
+    full = build_report(
+        search=fitted,
+        evaluation={"accuracy": 0.91, "balanced_accuracy": 0.9, "predict_seconds": 0.01},
+    )
     runs = {"fne all layers": full, "last layer": {"test_accuracy": 0.8, "features": 1280}}
     table = comparison_table(runs).splitlines()
     assert table[0].startswith("| run | cv score | test accuracy | balanced accuracy |")

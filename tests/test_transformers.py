@@ -31,7 +31,13 @@ def _rng_X(n=40, d=9, seed=0):
 
 @pytest.mark.parametrize(
     "estimator",
-    [LayerSelector(), LayerL2Normalizer(), Standardizer(), FNEDiscretizer(), ClippedPCA(n_components=3)],
+    [
+        LayerSelector(),
+        LayerL2Normalizer(),
+        Standardizer(),
+        FNEDiscretizer(),
+        ClippedPCA(n_components=3),
+    ],
     ids=lambda e: type(e).__name__,
 )
 def test_check_estimator(estimator):
@@ -104,10 +110,14 @@ def test_standardizer_takes_precomputed_statistics_from_another_pool():
     statistics = feature_statistics(pool)
     scaler = Standardizer(statistics=statistics).fit(train)
     np.testing.assert_allclose(scaler.mean_, pool.mean(axis=0, dtype=np.float64), rtol=1e-6)
-    np.testing.assert_allclose(scaler.transform(train), (train - pool.mean(0)) / pool.std(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        scaler.transform(train), (train - pool.mean(0)) / pool.std(0), rtol=1e-4, atol=1e-5
+    )
     from sklearn.base import clone
 
-    assert clone(scaler).get_params()["statistics"][0] is not statistics[0]  # clone copies, no sharing
+    assert (
+        clone(scaler).get_params()["statistics"][0] is not statistics[0]
+    )  # clone copies, no sharing
 
 
 def test_standardizer_rejects_bad_statistics():
@@ -175,7 +185,9 @@ def test_layer_selector_picks_layers_in_store_order():
 
 def test_layer_selector_errors_name_the_problem():
     X = _rng_X()
-    with pytest.raises(FeatpipeError, match=r"unknown layer\(s\) 'fc2'; available: conv1, conv2, fc"):
+    with pytest.raises(
+        FeatpipeError, match=r"unknown layer\(s\) 'fc2'; available: conv1, conv2, fc"
+    ):
         LayerSelector(["fc2"], SLICES).fit(X)
     with pytest.raises(FeatpipeError, match="needs layer_slices"):
         LayerSelector(["fc"]).fit(X)
@@ -216,9 +228,11 @@ ARRAY_API_SCRIPT = textwrap.dedent(
     y = np.repeat(np.arange(3), 40)
     X = (rng.normal(size=(120, 40)) + y[:, None] * 0.3).astype(np.float32)
     pipelines = {
-        "fne": lambda: make_pipeline(LayerSelector(["a", "c"], slices), Standardizer(), FNEDiscretizer(),
-                                     PCA(8, svd_solver="full"), LogisticRegression(max_iter=300)),
-        "l2": lambda: make_pipeline(LayerL2Normalizer(slices), StandardScaler(), LogisticRegression(max_iter=300)),
+        "fne": lambda: make_pipeline(
+            LayerSelector(["a", "c"], slices), Standardizer(), FNEDiscretizer(),
+            PCA(8, svd_solver="full"), LogisticRegression(max_iter=300)),
+        "l2": lambda: make_pipeline(
+            LayerL2Normalizer(slices), StandardScaler(), LogisticRegression(max_iter=300)),
     }
     for name, build in pipelines.items():
         ref = build().fit(X, y)
@@ -228,7 +242,8 @@ ARRAY_API_SCRIPT = textwrap.dedent(
             fitted = build().fit(Xt, yt)
             features = fitted[:-1].transform(Xt)
             proba = fitted.predict_proba(Xt)
-        assert isinstance(features, torch.Tensor) and features.dtype == torch.float32, (name, type(features))
+        assert isinstance(features, torch.Tensor), (name, type(features))
+        assert features.dtype == torch.float32, (name, features.dtype)
         np.testing.assert_allclose(features.numpy(), ref[:-1].transform(X), atol=2e-4)
         np.testing.assert_allclose(proba.numpy(), ref.predict_proba(X), atol=2e-3)
         print(name, "ok")
@@ -239,6 +254,12 @@ ARRAY_API_SCRIPT = textwrap.dedent(
 def test_array_api_on_cpu_torch_matches_numpy():
     pytest.importorskip("torch")
     env = {**os.environ, "SCIPY_ARRAY_API": "1", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-c", ARRAY_API_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", ARRAY_API_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["fne", "ok", "l2", "ok"]
