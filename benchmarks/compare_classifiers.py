@@ -1,0 +1,122 @@
+"""Comparison 4, classifiers and reducers: accuracy and fit time of LinearSVC, SVC-RBF,
+logistic regression (Kornblith sweep), PCA-256 + LinearSVC (the tutorial notebook) and
+UMAP-32 + kNN, on the last layer (``bn2``, 1280-d) and on the full network (3,120-d).
+
+LinearSVC, SVC-RBF and logistic see standardized features (training statistics); the
+``pca-svm`` and ``umap-knn`` recipes run on the raw pooled features as the tutorial does.
+Each grid is searched by stratified CV on the training split; the test split is scored once.
+``fit_seconds`` is the whole search (every fold and grid point, plus the refit).
+
+    python -m benchmarks.compare_classifiers [--datasets tuxpaint,openclipart] [--quick]
+        [--features last,all]
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+from benchmarks import common
+from benchmarks.compare_recipes import layer_names
+from featpipe.training import TrainingSpec
+
+NAME = "compare_classifiers"
+COLUMNS = ["dataset", "similarity", "features", "classifier", "n_features", "accuracy",
+           "balanced_accuracy", "cv_accuracy", "best_params", "fit_seconds", "refit_seconds",
+           "predict_seconds", "n_train", "n_test"]
+
+
+@dataclass(frozen=True)
+class Classifier:
+    label: str
+    recipe: str | None
+    classifier: str | None = None
+    normalize: str | None = None
+
+    def spec(self, args) -> TrainingSpec:
+        grid = common.recipe_grid(self.recipe, classifier=self.classifier)
+        return TrainingSpec(recipe=self.recipe, classifier=self.classifier,
+                            normalize=self.normalize, grid=common.quick_grid(grid, args.quick),
+                            cv=common.cv_folds(args), seed=args.seed,
+                            cache_dir=str(args.features_dir / "sklearn-cache"))
+
+
+CLASSIFIERS = (
+    Classifier("LinearSVC", None, "linearsvc", "standard"),
+    Classifier("SVC-RBF", None, "svc", "standard"),
+    Classifier("logistic (Kornblith sweep)", "linear-probe"),
+    Classifier("PCA-256 + LinearSVC", "pca-svm"),
+    Classifier("UMAP-32 + kNN", "umap-knn"),
+)
+
+
+def feature_sets(args) -> list[str]:
+    return [f.strip() for f in args.features.split(",") if f.strip()]
+
+
+def score_classifiers(split: common.Split, args) -> list[dict]:
+    rows = []
+    for features in feature_sets(args):
+        layers = layer_names(features, split.layers)
+        train = common.only_layers(split.train, layers)
+        test = common.only_layers(split.test, layers)
+        for clf in CLASSIFIERS:
+            row = {"features": features, "classifier": clf.label,
+                   **common.run_spec(train, test, clf.spec(args))}
+            common.log(f"[{split.dataset}] {features} / {clf.label}: test {row['accuracy']:.3f}"
+                       f" in {row['fit_seconds']:.1f} s")
+            rows.append(row)
+    return rows
+
+
+def plot(rows: list[dict], path) -> None:
+    """Accuracy against search time (log x), one marker per classifier, one panel per dataset."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = common.figure(len(datasets), width=4.6, height=3.8)
+    markers = dict(zip((c.label for c in CLASSIFIERS), "osD^v"))
+    colours = {"last": "tab:blue", "all": "tab:orange"}
+    for ax, dataset in zip(axes, datasets):
+        for r in (r for r in rows if r["dataset"] == dataset):
+            ax.scatter(r["fit_seconds"], r["accuracy"], marker=markers[r["classifier"]],
+                       color=colours.get(r["features"], "grey"),
+                       label=f"{r['classifier']} [{r['features']}]")
+        ax.set_xscale("log")
+        ax.set_xlabel("search + refit seconds (log)")
+        ax.set_title(f"{dataset} ({common.similarity(dataset)})")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[-1].legend(fontsize=6, loc="lower right")
+    common.save_figure(fig, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--features", default=None,
+                   help="comma-separated: last (bn2), all (every layer); default last,all "
+                        "(last with --quick)")
+    args = common.parse_args(p, argv)
+    args.features = args.features or ("last" if args.quick else "last,all")
+    rows = common.for_each_dataset(args, lambda split: score_classifiers(split, args))
+    csv_path, md_path, png_path = common.outputs(args, NAME)
+    common.write_csv(csv_path, rows, COLUMNS)
+    plot(rows, png_path)
+    notes = ("`features`: `last` = bn2 (1280-d pre-logits), `all` = the 18 layers (3,120-d). "
+             "Grids: LinearSVC C in {0.001..10}, SVC-RBF C in {0.1..100} with gamma=scale, "
+             "logistic over the 45-value Kornblith sweep, PCA-256 + LinearSVC C in "
+             "{0.001..10}, UMAP-32 + kNN k in {1, 5, 10, 20} (PCA/UMAP fits cached per fold). "
+             "`fit_seconds` = the whole CV search plus refit on this shared 2-core CPU; "
+             "compare ratios, not absolute values.")
+    table = common.markdown_table(rows, ["dataset", "features", "classifier", "accuracy",
+                                         "balanced_accuracy", "cv_accuracy", "best_params",
+                                         "fit_seconds", "predict_seconds"])
+    common.write_markdown(md_path, "Comparison 4: classifiers and reducers",
+                          [notes, "## Results\n\n" + table, f"![classifiers]({png_path.name})"],
+                          args, f"benchmarks.{NAME}")
+    print(f"wrote {csv_path}, {md_path}, {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
