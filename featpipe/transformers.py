@@ -408,8 +408,8 @@ class Standardizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixi
                 "statistics must be a (mean, scale) pair; compute it with feature_statistics(X)"
             ) from None
         dtype = _accumulation_dtype(xp, device)
-        mean = xp.asarray(np.asarray(mean, dtype=np.float64), dtype=dtype, device=device)
-        scale = xp.asarray(np.asarray(scale, dtype=np.float64), dtype=dtype, device=device)
+        mean = xp.astype(xp.asarray(mean, device=device), dtype)
+        scale = xp.astype(xp.asarray(scale, device=device), dtype)
         if mean.shape != (n_features,) or scale.shape != (n_features,):
             raise FeatpipeError(
                 f"statistics have shapes {tuple(mean.shape)} and {tuple(scale.shape)} "
@@ -585,6 +585,9 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
 
     ``n_neighbors <= n_samples - 1`` and ``n_components <= n_samples - 2`` (at least 1), so
     small folds do not crash. Output is float32 (UMAP's embedding dtype). NumPy only.
+    UMAP embeds new samples jointly, so a sample's embedding depends on the batch it comes
+    in (fitted pipelines with UMAP cannot be saved with skops either: umap-learn keeps
+    numba functions that skops refuses to serialize).
 
     Parameters
     ----------

@@ -14,6 +14,7 @@ from sklearn.utils.estimator_checks import check_estimator
 from featpipe.errors import FeatpipeError
 from featpipe.transformers import (
     ClippedPCA,
+    ClippedUMAP,
     FNEDiscretizer,
     LayerL2Normalizer,
     LayerSelector,
@@ -44,6 +45,20 @@ def test_check_estimator(estimator):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped array-API namespaces (cupy, ...) warn
         check_estimator(estimator)
+
+
+@pytest.mark.slow  # numba compiles UMAP on first use (~20 s on 2 cores, shared with test_recipes)
+def test_check_estimator_umap():
+    batch_dependent = "UMAP embeds new samples jointly, so a sample's embedding depends on its batch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_estimator(
+            ClippedUMAP(n_components=2, random_state=0),
+            expected_failed_checks={
+                "check_methods_sample_order_invariance": batch_dependent,
+                "check_methods_subset_invariance": batch_dependent,
+            },
+        )
 
 
 # --------------------------------------------------------------------------- FNE
