@@ -21,10 +21,10 @@ def _runs(last_layer: str) -> dict:
     from featpipe.training import TrainingSpec
 
     return {
-        "last layer, linear probe": TrainingSpec(recipe="linear-probe", layers=[last_layer]),
-        "last layer, L2 + LinearSVC": TrainingSpec(recipe="l2", layers=[last_layer]),
-        "full network, per-layer L2 + LinearSVC": TrainingSpec(recipe="l2"),
-        "full network, FNE (standardize + discretize + LinearSVC)": TrainingSpec(recipe="fne"),
+        "last layer: linear probe": TrainingSpec(recipe="linear-probe", layers=[last_layer]),
+        "last layer: L2 + SVM": TrainingSpec(recipe="l2", layers=[last_layer]),
+        "full network: L2 + SVM": TrainingSpec(recipe="l2"),
+        "full network: FNE": TrainingSpec(recipe="fne"),
     }
 
 
@@ -43,7 +43,7 @@ def run(data: Path, out_dir: Path, image_size: int, cv: int) -> str:
     rows = {}
     for name, spec in _runs(list(store.layers)[-1]).items():
         spec.cv = cv
-        slug = name.split(",")[0].replace(" ", "-") + "-" + (spec.recipe or "custom")
+        slug = name.split(":")[0].replace(" ", "-") + "-" + spec.recipe
         outcome = fit_store(store_path, spec, out=out_dir / f"{slug}.skops",
                             report_dir=out_dir / slug)
         layers = spec.layers or list(store.layers)
