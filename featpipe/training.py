@@ -103,11 +103,11 @@ def fit_store(store_path, spec: TrainingSpec, *, out, test=None, test_split=None
         "store_fingerprint": store.provenance.get("input_fingerprint"),
         "fit_seconds": search.fit_seconds,
     }
+    save_model(out, search.best_estimator, provenance=provenance, training=training)
     report_files = []
     if report_dir is not None:
         report_files = write_report(report_dir, search=search, evaluation=evaluation,
                                     meta={"store": str(store.path), **training})
-    save_model(out, search.best_estimator, provenance=provenance, training=training)
     return FitOutcome(out, search, evaluation, report_files)
 
 
@@ -125,6 +125,9 @@ def split_train_test(store: FeatureStore, layers: list[str], *, test=None, test_
     ``test`` is another store; ``test_split`` a fraction to hold out (stratified, seeded) or a
     split name of this store. Without either, a store with a 'test' split uses it.
     """
+    if not len(store.ok_rows):
+        raise FeatpipeError(f"{store.path.name} holds no successfully extracted images "
+                            f"({len(store.failures)} failed); see 'featpipe info {store.path}'")
     if not store.has_labels:
         raise FeatpipeError(f"{store.path.name} has no labels; extract from a class-per-folder "
                             "directory or a manifest with a label column to train")

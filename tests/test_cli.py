@@ -112,3 +112,48 @@ def test_predict_refuses_a_store_from_another_extraction(capsys, tmp_path, lite0
     code, _, err = run_cli(capsys, "predict", model, other)
     assert code == 1 and "other settings" in err and "pool" in err
     assert FeatureStore.open(other).provenance["pool"] == "max"
+
+
+def test_fit_refuses_unlabelled_and_empty_stores(capsys, tmp_path, shapes_folder):
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(str(p) for p in sorted(shapes_folder.glob("circle/*.png"))[:4]))
+    unlabelled = tmp_path / "unlabelled.h5"
+    assert run_cli(capsys, "extract", listing, "--out", unlabelled, "--layers", "bn2",
+                   "--image-size", "64", "--quiet")[0] == 0
+    code, _, err = run_cli(capsys, "fit", unlabelled, "--out", tmp_path / "m.skops")
+    assert code == 1 and "has no labels" in err
+
+    broken = tmp_path / "broken" / "cls"
+    broken.mkdir(parents=True)
+    (broken / "a.png").write_bytes(b"")
+    (broken / "b.png").write_text("text")
+    empty = tmp_path / "empty.h5"
+    assert run_cli(capsys, "extract", broken.parent, "--out", empty, "--layers", "bn2",
+                   "--image-size", "64", "--quiet")[0] == 0
+    code, _, err = run_cli(capsys, "fit", empty, "--out", tmp_path / "m.skops")
+    assert code == 1 and "no successfully extracted images (2 failed)" in err
+    assert not (tmp_path / "m.skops").exists()
+
+
+def test_model_with_untrusted_types_is_refused_without_trust(capsys, tmp_path, lite0_store):
+    import operator
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from featpipe.persist import save_model
+    from featpipe.training import model_provenance
+
+    store = FeatureStore.open(lite0_store)
+    data = store.load(layers=["bn2"])
+    pipeline = Pipeline([("negate", FunctionTransformer(operator.neg)),
+                         ("clf", LogisticRegression())]).fit(data.X, data.y)
+    model = tmp_path / "negate.skops"
+    save_model(model, pipeline, provenance=model_provenance(store.provenance, data.layer_slices),
+               training={"class_names": data.class_names})
+    code, _, err = run_cli(capsys, "evaluate", model, lite0_store)
+    assert code == 1 and "_operator.neg" in err and "--trust" in err
+    code, out, err = run_cli(capsys, "evaluate", model, lite0_store, "--trust", "_operator.neg")
+    assert code == 0, err
+    assert "accuracy" in out
