@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path("benchmarks/data")
 FEATURES_DIR = DATA_DIR / "features"
 RESULTS_DIR = Path("benchmarks/results")
+QUICK_RESULTS_DIR = Path("benchmarks/out/quick")  # git-ignored: --quick never overwrites results
 DEFAULT_DATASETS = ("tuxpaint", "openclipart", "fashion-mnist")
 DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_IMAGE_SIZE = 128
@@ -59,7 +60,8 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="comma-separated prepared datasets (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help="tiny subsets, few grid points, cv=3 (keeps the script working)")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"results folder (default {RESULTS_DIR}, {QUICK_RESULTS_DIR} with --quick)")
     p.add_argument("--manifest", action="append", default=[], metavar="NAME=PATH",
                    help="use this manifest for dataset NAME instead of benchmarks/data/NAME")
     p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
@@ -67,12 +69,20 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--features-dir", type=Path, default=FEATURES_DIR,
                    help="where extracted stores are cached (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="parallel CV fits (n_jobs); timings are only comparable at equal --jobs")
     return p
+
+
+def add_no_umap(p: argparse.ArgumentParser) -> None:
+    """``--no-umap``: leave UMAP out (numba compiles it on first use, ~30 s; used by tests)."""
+    p.add_argument("--no-umap", action="store_true", help="leave out the UMAP configurations")
 
 
 def parse_args(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv`` and resolve ``--datasets``/``--manifest`` into ``args.manifests``."""
     args = p.parse_args(argv)
+    args.out = args.out or (QUICK_RESULTS_DIR if args.quick else RESULTS_DIR)
     overrides = dict(_name_path(item) for item in args.manifest)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     names += [n for n in overrides if n not in names]
@@ -179,8 +189,26 @@ def only_layers(data: FeatureSet, layers: Sequence[str]) -> FeatureSet:
 # --------------------------------------------------------------------------- fit and score
 
 
-def run_spec(train: FeatureSet, test: FeatureSet, spec) -> dict:
-    """Tune ``spec`` by CV on ``train``, score ``test`` once; one result row (no names)."""
+def run_spec(train: FeatureSet, test: FeatureSet, spec, args=None) -> dict:
+    """Tune ``spec`` by CV on ``train``, score ``test`` once; one result row (no names).
+
+    With ``args`` the row is memoized under ``<features-dir>/results-memo/``, keyed by the
+    store, the exact rows and columns, and the effective search (pipeline options, grid, folds,
+    seed): the same search asked for by two scripts runs once (timings are those of that run).
+    """
+    if args is not None:
+        spec.n_jobs = args.jobs
+    memo = _memo_path(train, test, spec, args) if args is not None else None
+    if memo is not None and memo.exists():
+        return json.loads(memo.read_text())
+    row = _search_and_score(train, test, spec)
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps(row))
+    return row
+
+
+def _search_and_score(train: FeatureSet, test: FeatureSet, spec) -> dict:
     from featpipe.report import evaluate
     from featpipe.training import fit_features
 
@@ -193,6 +221,24 @@ def run_spec(train: FeatureSet, test: FeatureSet, spec) -> dict:
             "predict_seconds": evaluation["predict_seconds"],
             "n_train": int(len(train.y)), "n_test": int(len(test.y)),
             "n_features": int(train.X.shape[1])}
+
+
+def _memo_path(train: FeatureSet, test: FeatureSet, spec, args) -> Path:
+    import hashlib
+
+    from featpipe.recipes import make_pipeline, parse_grid_overrides
+
+    _, grid = make_pipeline(spec.recipe, normalize=spec.normalize, discretize=spec.discretize,
+                            reduce=spec.reduce, classifier=spec.classifier)
+    grid.update(parse_grid_overrides(list(spec.grid)))
+    key = {"store": train.provenance.get("input_fingerprint"), "model": args.model,
+           "size": args.image_size, "layers": list(train.layer_slices),
+           "train": train.index.tolist(), "test": test.index.tolist(),
+           "search": [spec.recipe, spec.normalize, spec.discretize, spec.reduce,
+                      spec.classifier, spec.cv, spec.seed, spec.scoring, spec.n_jobs],
+           "grid": {k: [repr(v) for v in values] for k, values in sorted(grid.items())}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return Path(args.features_dir) / "results-memo" / f"{digest}.json"
 
 
 def fit_fixed(train: FeatureSet, test: FeatureSet, spec, params: Mapping) -> dict:
@@ -250,15 +296,23 @@ def fixed_default(spec) -> dict:
     return {name: values[len(values) // 2] for name, values in grid.items()}
 
 
-def quick_grid(spec_grid: Mapping[str, list], quick: bool, keep: int = 3) -> list[str]:
-    """``--quick``: thin each grid to ``keep`` evenly spaced values (as grid overrides)."""
-    if not quick:
-        return []
-    overrides = []
-    for name, values in spec_grid.items():
+def thin_grid(grid: Mapping[str, list], keep: int = 3) -> dict[str, list]:
+    """Each parameter's list thinned to ``keep`` evenly spaced values (ends kept)."""
+    thinned = {}
+    for name, values in grid.items():
         picks = np.unique(np.linspace(0, len(values) - 1, keep).round().astype(int))
-        overrides.append(f"{name}=" + ",".join(_grid_value(values[i]) for i in picks))
-    return overrides
+        thinned[name] = [values[i] for i in picks]
+    return thinned
+
+
+def grid_overrides(grid: Mapping[str, list]) -> list[str]:
+    """A grid as TrainingSpec overrides (``name=v1,v2``)."""
+    return [f"{name}=" + ",".join(_grid_value(v) for v in values) for name, values in grid.items()]
+
+
+def quick_grid(grid: Mapping[str, list], quick: bool) -> list[str]:
+    """``--quick``: the grid thinned to 3 values per parameter; otherwise no override."""
+    return grid_overrides(thin_grid(grid)) if quick else []
 
 
 def _grid_value(value) -> str:

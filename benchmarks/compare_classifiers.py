@@ -34,10 +34,17 @@ class Classifier:
     classifier: str | None = None
     normalize: str | None = None
 
-    def spec(self, args) -> TrainingSpec:
+    @property
+    def uses_umap(self) -> bool:
+        return self.recipe == "umap-knn"
+
+    def spec(self, args, n_train: int) -> TrainingSpec:
         grid = common.recipe_grid(self.recipe, classifier=self.classifier)
+        grid = {name: _feasible(name, values, n_train, common.cv_folds(args))
+                for name, values in grid.items()}
+        grid = common.thin_grid(grid) if args.quick else grid
         return TrainingSpec(recipe=self.recipe, classifier=self.classifier,
-                            normalize=self.normalize, grid=common.quick_grid(grid, args.quick),
+                            normalize=self.normalize, grid=common.grid_overrides(grid),
                             cv=common.cv_folds(args), seed=args.seed,
                             cache_dir=str(args.features_dir / "sklearn-cache"))
 
@@ -51,6 +58,18 @@ CLASSIFIERS = (
 )
 
 
+def _feasible(name: str, values: list, n_train: int, folds: int) -> list:
+    """kNN cannot use more neighbours than a CV fold's training rows."""
+    if name != "clf__n_neighbors":
+        return values
+    fold_rows = n_train - -(-n_train // folds)
+    return [v for v in values if v <= fold_rows] or [1]
+
+
+def chosen_classifiers(args) -> list[Classifier]:
+    return [c for c in CLASSIFIERS if not (args.no_umap and c.uses_umap)]
+
+
 def feature_sets(args) -> list[str]:
     return [f.strip() for f in args.features.split(",") if f.strip()]
 
@@ -61,9 +80,9 @@ def score_classifiers(split: common.Split, args) -> list[dict]:
         layers = layer_names(features, split.layers)
         train = common.only_layers(split.train, layers)
         test = common.only_layers(split.test, layers)
-        for clf in CLASSIFIERS:
+        for clf in chosen_classifiers(args):
             row = {"features": features, "classifier": clf.label,
-                   **common.run_spec(train, test, clf.spec(args))}
+                   **common.run_spec(train, test, clf.spec(args, len(train.y)), args)}
             common.log(f"[{split.dataset}] {features} / {clf.label}: test {row['accuracy']:.3f}"
                        f" in {row['fit_seconds']:.1f} s")
             rows.append(row)
@@ -96,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--features", default=None,
                    help="comma-separated: last (bn2), all (every layer); default last,all "
                         "(last with --quick)")
+    common.add_no_umap(p)
     args = common.parse_args(p, argv)
     args.features = args.features or ("last" if args.quick else "last,all")
     rows = common.for_each_dataset(args, lambda split: score_classifiers(split, args))

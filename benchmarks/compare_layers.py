@@ -40,7 +40,7 @@ def score_layers(split: common.Split, args) -> list[dict]:
     for depth, layer in enumerate(split.layers):
         train = common.only_layers(split.train, [layer])
         test = common.only_layers(split.test, [layer])
-        row = {"depth": depth, "layer": layer, **common.run_spec(train, test, spec)}
+        row = {"depth": depth, "layer": layer, **common.run_spec(train, test, spec, args)}
         common.log(f"[{split.dataset}] {layer}: test {row['accuracy']:.3f}")
         rows.append(row)
     return rows

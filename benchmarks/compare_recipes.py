@@ -75,7 +75,7 @@ def score_configurations(split: common.Split, args) -> list[dict]:
         train = common.only_layers(split.train, layers)
         test = common.only_layers(split.test, layers)
         row = {"configuration": config.label, "layers": _layers_text(layers),
-               **common.run_spec(train, test, make_spec(config, args))}
+               **common.run_spec(train, test, make_spec(config, args), args)}
         common.log(f"[{split.dataset}] {config.label}: test {row['accuracy']:.3f}")
         rows.append(row)
     return rows

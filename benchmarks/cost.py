@@ -80,7 +80,7 @@ def _extraction_row(label: str, n_images: int, n_features, seconds: float) -> di
 def classical_rows(split: common.Split, args) -> list[dict]:
     """One fixed-parameter fit + one test prediction per configuration."""
     rows = []
-    for config in CONFIGURATIONS + EXTRA_CONFIGURATIONS:
+    for config in configurations(args):
         layers = layer_names(config.layers, split.layers)
         train = common.only_layers(split.train, layers)
         test = common.only_layers(split.test, layers)
@@ -95,6 +95,11 @@ def classical_rows(split: common.Split, args) -> list[dict]:
                      "params": result["best_params"]})
         common.log(f"[{split.dataset}] fit {config.label}: {result['fit_seconds']:.2f} s")
     return rows
+
+
+def configurations(args) -> list[Configuration]:
+    chosen = list(CONFIGURATIONS + EXTRA_CONFIGURATIONS)
+    return [c for c in chosen if not (args.no_umap and c.recipe == "umap-knn")]
 
 
 def measure(split: common.Split, args) -> list[dict]:
@@ -128,7 +133,9 @@ def _bars(ax, rows, datasets, stage, value, ylabel) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = common.parse_args(common.parser(__doc__.splitlines()[0]), argv)
+    p = common.parser(__doc__.splitlines()[0])
+    common.add_no_umap(p)
+    args = common.parse_args(p, argv)
     started = time.perf_counter()
     rows = common.for_each_dataset(args, lambda split: measure(split, args))
     csv_path, md_path, png_path = common.outputs(args, NAME)

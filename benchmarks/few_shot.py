@@ -58,7 +58,7 @@ def fit_one(train, test, config, args) -> dict:
     spec = make_spec(config, args, cv=folds or 2)
     if folds is None:
         return {"cv": "fixed", **common.fit_fixed(train, test, spec, common.fixed_default(spec))}
-    return {"cv": folds, **common.run_spec(train, test, spec)}
+    return {"cv": folds, **common.run_spec(train, test, spec, args)}
 
 
 def score_few_shot(split: common.Split, args) -> list[dict]:

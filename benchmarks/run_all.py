@@ -1,0 +1,176 @@
+"""Run the whole benchmark suite and assemble ``suite.md``.
+
+    python -m benchmarks.run_all [--quick] [--datasets tuxpaint,openclipart,fashion-mnist]
+        [--out DIR] [--only compare_layers,few_shot]
+
+1. Prepares every dataset whose ``benchmarks/data/<name>/manifest.csv`` is missing
+   (``benchmarks.datasets.prepare``); a dataset that cannot be prepared is skipped with the
+   reason (which package to install) in the log and in ``suite.md``.
+2. Runs each comparison script's ``main(argv)`` in turn: ``bench_extract`` (issue 2) and
+   ``peers`` (comparison 5) when those modules exist, and comparisons 1, 2, 3, 4 and 6. A
+   failing script is reported and the others still run.
+3. Writes ``<out>/suite.md``: what ran, then every script's page (tables and plots). A
+   hand-written discussion between the ``<!-- discussion -->`` markers of an existing
+   ``suite.md`` is kept.
+
+``make bench-quick`` = ``--quick`` (tiny subsets, results under ``benchmarks/out/quick``);
+``make bench`` = the full runs into ``benchmarks/results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from benchmarks import common
+
+SUITE = "suite.md"
+DISCUSSION_START, DISCUSSION_END = "<!-- discussion -->", "<!-- /discussion -->"
+
+
+@dataclass(frozen=True)
+class Script:
+    """One benchmark module and the page it writes (``<out>/<page>``)."""
+
+    module: str
+    page: str
+    title: str
+    ours: bool = True  # takes the shared --datasets/--out options of benchmarks.common
+
+
+SCRIPTS = (
+    Script("bench_extract", "extract.md", "Extraction overhead (issue 2)", ours=False),
+    Script("compare_layers", "compare_layers.md", "1. Layer by layer"),
+    Script("compare_recipes", "compare_recipes.md", "2. Last layer vs full network"),
+    Script("few_shot", "few_shot.md", "3. Few-shot"),
+    Script("compare_classifiers", "compare_classifiers.md", "4. Classifiers and reducers"),
+    Script("peers", "peers.md", "5. Peers", ours=False),
+    Script("cost", "cost.md", "6. Cost"),
+)
+
+
+@dataclass
+class Outcome:
+    script: Script
+    status: str
+    seconds: float = 0.0
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="every script on tiny subsets")
+    p.add_argument("--datasets", default=",".join(common.DEFAULT_DATASETS))
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"results folder (default {common.RESULTS_DIR}, "
+                        f"{common.QUICK_RESULTS_DIR} with --quick)")
+    p.add_argument("--only", default=None, help="comma-separated script modules to run")
+    args = p.parse_args(argv)
+    args.out = args.out or (common.QUICK_RESULTS_DIR if args.quick else common.RESULTS_DIR)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
+
+
+def prepare_datasets(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Prepare what is missing; returns (usable datasets, {skipped dataset: reason})."""
+    from benchmarks.datasets import prepare
+
+    ready, skipped = [], {}
+    for name in names:
+        manifest = common.DATA_DIR / name / "manifest.csv"
+        if not manifest.exists():
+            common.log(f"preparing {name} ...")
+            try:
+                prepare(name, common.DATA_DIR)
+            except Exception as error:  # noqa: BLE001 - any failure only skips this dataset
+                skipped[name] = f"{type(error).__name__}: {error}"
+                common.log(f"skipping {name}: {skipped[name]}")
+                continue
+        ready.append(name)
+    return ready, skipped
+
+
+def script_argv(script: Script, args, datasets: Sequence[str]) -> list[str]:
+    argv = ["--out", str(args.out)] + (["--quick"] if args.quick else [])
+    return argv + (["--datasets", ",".join(datasets)] if script.ours else [])
+
+
+def run_script(script: Script, argv: list[str]) -> Outcome:
+    """Import ``benchmarks.<module>`` (absent -> skipped) and call its ``main(argv)``."""
+    try:
+        module = importlib.import_module(f"benchmarks.{script.module}")
+    except ModuleNotFoundError as error:
+        if error.name != f"benchmarks.{script.module}":
+            return Outcome(script, f"failed to import: {error}")
+        return Outcome(script, "skipped: module not present")
+    common.log(f"=== python -m benchmarks.{script.module} {' '.join(argv)}")
+    started = time.perf_counter()
+    try:
+        code = module.main(argv)
+        status = "ok" if not code else f"failed (exit {code})"
+    except SystemExit as exit_:
+        status = "ok" if not exit_.code else f"failed (exit {exit_.code})"
+    except Exception as error:  # noqa: BLE001 - report it and go on with the next script
+        traceback.print_exc()
+        status = f"failed: {type(error).__name__}: {error}"
+    return Outcome(script, status, time.perf_counter() - started)
+
+
+def page_body(path: Path) -> str:
+    """A script's page with its headings pushed one level down."""
+    lines = path.read_text().splitlines()
+    return "\n".join("#" + line if line.startswith("#") else line for line in lines)
+
+
+def kept_discussion(path: Path) -> str:
+    """The hand-written discussion of an existing suite page (markers included)."""
+    text = path.read_text() if path.exists() else ""
+    if DISCUSSION_START in text and DISCUSSION_END in text:
+        start = text.index(DISCUSSION_START)
+        return text[start:text.index(DISCUSSION_END) + len(DISCUSSION_END)]
+    return f"{DISCUSSION_START}\n_No discussion written yet._\n{DISCUSSION_END}"
+
+
+def write_suite(args, outcomes: list[Outcome], skipped: dict[str, str]) -> Path:
+    out = Path(args.out)
+    path = out / SUITE
+    status = [{"script": f"`benchmarks.{o.script.module}`", "status": o.status,
+               "seconds": round(o.seconds, 1),
+               "page": f"[{o.script.page}]({o.script.page})" if (out / o.script.page).exists()
+               else "—"} for o in outcomes]
+    lines = ["# featpipe benchmark suite", "",
+             f"- Command: `{common.command_line('benchmarks.run_all', args.argv)}`",
+             f"- Machine: {common.machine()} (no GPU)",
+             f"- Date: {common.today()}; featpipe commit `{common.git_commit()}`", "",
+             common.markdown_table(status, ["script", "status", "seconds", "page"]), ""]
+    lines += [f"- Dataset `{n}` skipped: {reason}" for n, reason in skipped.items()]
+    lines += ["", "## Discussion", "", kept_discussion(path), ""]
+    for outcome in outcomes:
+        page = out / outcome.script.page
+        if page.exists():
+            lines += [f"## {outcome.script.title}", "", page_body(page), ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    datasets, skipped = prepare_datasets(names)
+    only = set(args.only.split(",")) if args.only else None
+    outcomes = [run_script(s, script_argv(s, args, datasets)) for s in SCRIPTS
+                if only is None or s.module in only]
+    path = write_suite(args, outcomes, skipped)
+    for outcome in outcomes:
+        common.log(f"{outcome.script.module:22s} {outcome.status} ({outcome.seconds:.0f} s)")
+    print(f"wrote {path}")
+    return 0 if all(not o.status.startswith("failed") for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Each comparison script's entry point on a tiny dataset, so the benchmark suite cannot rot.
+
+The dataset is 3 classes x 9 images of the bundled ``data/clipart-mini`` (6 train / 3 test
+per class), extracted once per session at 64 px into a temporary features folder that every
+script reuses through ``--features-dir``.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks import (common, compare_classifiers, compare_layers, compare_recipes, cost,
+                        few_shot, run_all)
+
+CLIPART = Path(__file__).resolve().parents[1] / "data" / "clipart-mini"
+CLASSES = ("birds", "flowers", "fruit")
+TRAIN_PER_CLASS, TEST_PER_CLASS = 6, 3
+NAME = "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory) -> Path:
+    """A manifest with a split column over 27 clipart-mini images."""
+    root = tmp_path_factory.mktemp("tiny")
+    rows = [("path", "label", "split")]
+    for label in CLASSES:
+        files = sorted((CLIPART / label).glob("*.png"))[:TRAIN_PER_CLASS + TEST_PER_CLASS]
+        (root / label).mkdir()
+        for k, source in enumerate(files):
+            shutil.copy(source, root / label / source.name)
+            rows.append((f"{label}/{source.name}", label,
+                         "train" if k < TRAIN_PER_CLASS else "test"))
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def shared_argv(tmp_path_factory, tiny_manifest) -> list[str]:
+    """Options every script gets; the store is extracted here, once."""
+    features = tmp_path_factory.mktemp("features")
+    argv = ["--datasets", NAME, "--manifest", f"{NAME}={tiny_manifest}", "--image-size", "64",
+            "--features-dir", str(features), "--quick"]
+    common.ensure_store(NAME, common.parse_args(common.parser("test"), argv))
+    return argv
+
+
+def run(module, shared_argv, out: Path, *extra: str) -> list[dict]:
+    assert module.main([*shared_argv, "--out", str(out), *extra]) == 0
+    for suffix in (".md", ".png"):
+        assert (out / f"{module.NAME}{suffix}").stat().st_size > 0
+    with open(out / f"{module.NAME}.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_unit_interval(rows: list[dict], *columns: str) -> None:
+    for row in rows:
+        for column in columns:
+            assert 0.0 <= float(row[column]) <= 1.0, (column, row)
+
+
+def test_compare_layers(shared_argv, tmp_path):
+    rows = run(compare_layers, shared_argv, tmp_path)
+    assert [r["layer"] for r in rows][-2:] == [common.SECOND_TO_LAST_LAYER, common.LAST_LAYER]
+    assert len(rows) == 18 and {r["dataset"] for r in rows} == {NAME}
+    assert_unit_interval(rows, "accuracy", "balanced_accuracy", "cv_accuracy")
+
+
+def test_compare_recipes(shared_argv, tmp_path):
+    rows = run(compare_recipes, shared_argv, tmp_path)
+    assert [r["configuration"] for r in rows] == [c.label for c in compare_recipes.CONFIGURATIONS]
+    assert {r["n_features"] for r in rows if r["layers"] == "bn2"} == {"1280"}
+    assert_unit_interval(rows, "accuracy", "balanced_accuracy", "cv_accuracy")
+
+
+def test_few_shot(shared_argv, tmp_path):
+    rows = run(few_shot, shared_argv, tmp_path)
+    per_config = {c.label: 0 for c in compare_recipes.CONFIGURATIONS}
+    for row in rows:
+        per_config[row["configuration"]] += 1
+    # shots 1, 2, 5 with 2 seeds each, plus one "all" run
+    assert set(per_config.values()) == {3 * few_shot.QUICK_SEEDS + 1}
+    assert {r["cv"] for r in rows if r["shots"] == "1"} == {"fixed"}
+    assert {r["cv"] for r in rows if r["shots"] == "2"} == {"2"}
+    assert_unit_interval(rows, "accuracy", "balanced_accuracy")
+    summary = list(csv.DictReader(open(tmp_path / "few_shot_summary.csv")))
+    assert len(summary) == 4 * len(per_config)
+
+
+def test_compare_classifiers(shared_argv, tmp_path):
+    rows = run(compare_classifiers, shared_argv, tmp_path, "--no-umap")
+    expected = [c.label for c in compare_classifiers.CLASSIFIERS if not c.uses_umap]
+    assert [r["classifier"] for r in rows] == expected
+    assert_unit_interval(rows, "accuracy", "balanced_accuracy", "cv_accuracy")
+    assert all(float(r["fit_seconds"]) > 0 for r in rows)
+
+
+def test_cost(shared_argv, tmp_path):
+    rows = run(cost, shared_argv, tmp_path, "--no-umap")
+    extraction = [r for r in rows if r["stage"] == "extraction"]
+    assert [r["configuration"] for r in extraction][:3] == [f"extract `{p}`" for p in cost.PRESETS]
+    assert all(float(r["images_per_second"]) > 0 for r in extraction)
+    classical = [r for r in rows if r["stage"] == "classical"]
+    assert len(classical) == len(compare_recipes.CONFIGURATIONS) + 1  # UMAP left out
+
+
+def test_knn_grid_fits_the_folds():
+    assert compare_classifiers._feasible("clf__n_neighbors", [1, 5, 10, 20], 18, 3) == [1, 5, 10]
+    assert compare_classifiers._feasible("clf__C", [0.1, 1.0], 4, 3) == [0.1, 1.0]
+
+
+def test_few_shot_cv_rule():
+    import numpy as np
+
+    assert common.few_shot_cv(np.array([0, 1, 2])) is None
+    assert common.few_shot_cv(np.array([0, 0, 1, 1, 1])) == 2
+    assert common.few_shot_cv(np.repeat([0, 1], 20)) == 5
+
+
+def test_run_all_keeps_discussion_and_reports_absent_modules(tmp_path, monkeypatch):
+    (tmp_path / run_all.SUITE).write_text(
+        f"# old\n{run_all.DISCUSSION_START}\nhand-written\n{run_all.DISCUSSION_END}\n")
+    (tmp_path / "cost.md").write_text("# Comparison 6: cost\n\n| a |\n|---|\n| 1 |\n")
+    script = run_all.Script("no_such_module", "none.md", "absent")
+    outcome = run_all.run_script(script, [])
+    assert outcome.status == "skipped: module not present"
+    args = run_all.parse(["--out", str(tmp_path), "--quick"])
+    page = run_all.write_suite(args, [outcome, run_all.Outcome(run_all.SCRIPTS[-1], "ok", 1.0)],
+                               {"tuxpaint": "missing package"}).read_text()
+    assert "hand-written" in page and "## Comparison 6: cost" in page
+    assert "skipped: module not present" in page and "missing package" in page
