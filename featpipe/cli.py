@@ -87,6 +87,13 @@ def _add_fit(sub) -> None:
     p.add_argument("--scoring", default="accuracy", choices=["accuracy", "balanced_accuracy"])
     p.add_argument("--n-jobs", type=int, default=1)
     p.add_argument("--halving", action="store_true", help="HalvingGridSearchCV")
+    p.add_argument("--search", default="fast", choices=["fast", "grid"],
+                   help="fast: C path with preprocessing once per fold (default); "
+                        "grid: plain GridSearchCV")
+    p.add_argument("--stats-from", default="train", metavar="train|all|FILE.h5",
+                   help="standardization statistics from each training fold (default), every "
+                        "row of the store without labels (test rows too: transductive) or "
+                        "another store")
     test = p.add_mutually_exclusive_group()
     test.add_argument("--test", default=None, help="held-out feature store")
     test.add_argument("--test-split", default=None,

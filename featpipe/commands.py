@@ -120,11 +120,16 @@ def fit(args) -> int:
         recipe=args.recipe, layers=args.layers, normalize=args.normalize,
         discretize=args.discretize, reduce=args.reduce, classifier=args.classifier,
         grid=args.grid, cv=args.cv, scoring=args.scoring, n_jobs=args.n_jobs,
-        halving=args.halving, seed=args.seed, cache_dir=args.cache_dir)
+        halving=args.halving, seed=args.seed, cache_dir=args.cache_dir, search=args.search,
+        stats_from=args.stats_from)
     outcome = fit_store(args.store, spec, out=args.out, test=args.test,
                         test_split=args.test_split, train_split=args.train_split,
                         report_dir=args.report)
     print(outcome.summary_line())
+    if outcome.stats_from.get("transductive"):
+        print("note: --stats-from all standardized with statistics of every row of the store, "
+              "test rows included (transductive); the model and report record it",
+              file=sys.stderr)
     return 0
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from featpipe.errors import FeatpipeError
@@ -36,6 +37,7 @@ from featpipe.transformers import (
     LayerL2Normalizer,
     LayerSelector,
     Standardizer,
+    feature_statistics,
     select_layer_slices,
 )
 
@@ -50,6 +52,7 @@ __all__ = [
     "make_pipeline",
     "parse_grid_overrides",
     "parse_reduce",
+    "use_pool_statistics",
 ]
 
 CLASSIFIERS = ("linearsvc", "svc", "logistic", "knn", "ridge")
@@ -416,3 +419,43 @@ def _make_reducer(reduce: ReduceSpec, random_state):
     if reduce.kind == "pca":
         return ClippedPCA(n_components=reduce.n_components, random_state=random_state)
     return ClippedUMAP(n_components=reduce.n_components, random_state=random_state)
+
+
+def use_pool_statistics(pipeline: Pipeline, pool) -> Pipeline:
+    """Fix the pipeline's standardization statistics to those of an unlabelled ``pool``.
+
+    Cross-validation folds and the final fit then all standardize (and, for FNE, discretize)
+    with the pool's mean and scale instead of their own training rows'. Only ``pool``'s
+    features are used; it has no labels.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        With a ``normalize`` step that is a :class:`Standardizer`; modified in place.
+    pool : array of shape (n_pool, n_features)
+        Features with the pipeline's input columns (e.g. every row of the store).
+
+    Returns
+    -------
+    pipeline : Pipeline
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pipe, _ = make_pipeline("fne")
+    >>> pool = np.array([[0.0, 2.0], [2.0, 2.0]], dtype=np.float32)
+    >>> use_pool_statistics(pipe, pool).named_steps["normalize"].statistics[0].tolist()
+    [1.0, 2.0]
+    """
+    normalizer = pipeline.named_steps.get("normalize")
+    if not isinstance(normalizer, Standardizer):
+        raise FeatpipeError(
+            "statistics from a pool need a standardizing pipeline (normalize=standard, e.g. the "
+            "fne or linear-probe recipes); this one has no standardization statistics"
+        )
+    steps = [name for name, _ in pipeline.steps]
+    before = pipeline[: steps.index("normalize")]
+    if len(before):
+        pool = clone(before).fit_transform(pool)
+    normalizer.set_params(statistics=feature_statistics(pool))
+    return pipeline

@@ -12,12 +12,17 @@ discretize cost ~40 ms per fit while hashing + storing a step's output costs ~70
 caching the ``fne`` recipe made the search ~35 % slower (14.9 s -> 20.3 s cold, 17.5 s
 warm); caching PCA(256) made ``pca-svm`` ~2x faster (56.4 s -> 29.4 s cold, 11.7 s warm).
 Hence ``cache="auto"`` caches only pipelines with a ``reduce`` step.
+
+:func:`featpipe.fastsearch.run_fast_search` is the faster default for grids over ``clf__C``
+of LinearSVC / LogisticRegression pipelines; this module's :func:`run_search` is the plain
+``GridSearchCV`` (``--search grid``) and the fallback for every other grid.
 """
 
 from __future__ import annotations
 
 import numbers
 import time
+from contextlib import contextmanager
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +34,7 @@ from sklearn.pipeline import Pipeline
 
 from featpipe.errors import FeatpipeError
 
-__all__ = ["SCORINGS", "SearchResult", "run_search", "validate_training_data"]
+__all__ = ["SCORINGS", "SearchResult", "make_splitter", "run_search", "validate_training_data"]
 
 SCORINGS = ("accuracy", "balanced_accuracy")
 UNLABELLED = -1
@@ -217,6 +222,40 @@ def _cv_table(cv_results: Mapping) -> list[dict]:
     return rows
 
 
+@contextmanager
+def invalid_grid_values():
+    """Turn scikit-learn's ``InvalidParameterError`` (a bad grid value) into one line."""
+    try:
+        yield
+    except ValueError as error:
+        if isinstance(error, FeatpipeError) or type(error).__name__ != "InvalidParameterError":
+            raise
+        message = " ".join(str(error).split())
+        raise FeatpipeError(f"invalid grid value: {message} Fix the --grid values.") from None
+
+
+def check_search_inputs(pipeline, param_grid, X, y, cv, scoring, class_names=None) -> dict:
+    """Check scoring, data and grid of a search; return the grid with list values."""
+    if scoring not in SCORINGS:
+        raise FeatpipeError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
+    validate_training_data(X, y, cv, class_names)
+    return _check_grid(pipeline, param_grid)
+
+
+def make_splitter(cv, random_state):
+    """Stratified shuffled k-fold for an integer ``cv``, else ``cv`` itself (a splitter).
+
+    Examples
+    --------
+    >>> make_splitter(3, random_state=0)
+    StratifiedKFold(n_splits=3, random_state=0, shuffle=True)
+    """
+    n_splits = _n_splits(cv)
+    if isinstance(cv, numbers.Integral):
+        return StratifiedKFold(n_splits, shuffle=True, random_state=random_state)
+    return cv
+
+
 def _make_search(pipeline, grid, *, cv, scoring, n_jobs, halving, random_state, verbose):
     common = dict(
         scoring=scoring, cv=cv, n_jobs=n_jobs, refit=True, verbose=verbose, error_score="raise"
@@ -285,16 +324,9 @@ def run_search(
     >>> result.best_score > 0.9
     True
     """
-    if scoring not in SCORINGS:
-        raise FeatpipeError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
-    validate_training_data(X, y, cv, class_names)
-    grid = _check_grid(pipeline, param_grid)
+    grid = check_search_inputs(pipeline, param_grid, X, y, cv, scoring, class_names)
     n_splits = _n_splits(cv)
-    splitter = (
-        StratifiedKFold(n_splits, shuffle=True, random_state=random_state)
-        if isinstance(cv, numbers.Integral)
-        else cv
-    )
+    splitter = make_splitter(cv, random_state)
 
     pipeline = clone(pipeline)
     cached = _use_cache(pipeline, cache_dir, cache)
@@ -313,13 +345,8 @@ def run_search(
         verbose=verbose,
     )
     start = time.perf_counter()
-    try:
+    with invalid_grid_values():
         search.fit(X, y)
-    except ValueError as error:
-        if isinstance(error, FeatpipeError) or type(error).__name__ != "InvalidParameterError":
-            raise
-        message = " ".join(str(error).split())
-        raise FeatpipeError(f"invalid grid value: {message} Fix the --grid values.") from None
     fit_seconds = time.perf_counter() - start
 
     best = search.best_estimator_
@@ -333,7 +360,7 @@ def run_search(
         refit_seconds=float(getattr(search, "refit_time_", 0.0)),
         scoring=scoring,
         n_splits=n_splits,
-        extra={"cache": str(cache_dir) if cached else None},
+        extra={"search": "grid", "cache": str(cache_dir) if cached else None},
     )
 
 
