@@ -284,15 +284,17 @@ def few_shot_cv(y: np.ndarray, folds: int = FULL_CV) -> int | None:
 
 def fixed_default(spec) -> dict:
     """The documented parameters used when CV is impossible (a class with one image):
-    C=1 for LinearSVC-based pipelines, otherwise the middle of the default sweep (for the
-    linear probe the Kornblith sweep's middle, C=10**0.5)."""
-    from featpipe.recipes import make_pipeline
+    C=1 for LinearSVC-based pipelines (the grid's largest C when the grid stops below 1),
+    otherwise the middle of the default sweep (for the linear probe the Kornblith sweep's
+    middle, C=10**0.5)."""
+    from featpipe.recipes import make_pipeline, parse_grid_overrides
 
     pipeline, grid = make_pipeline(spec.recipe, normalize=spec.normalize,
                                    discretize=spec.discretize, reduce=spec.reduce,
                                    classifier=spec.classifier)
     if type(pipeline.named_steps["clf"]).__name__ == "LinearSVC":
-        return {"clf__C": FEW_SHOT_DEFAULT_C}
+        searched = parse_grid_overrides(list(spec.grid)).get("clf__C", [FEW_SHOT_DEFAULT_C])
+        return {"clf__C": min(FEW_SHOT_DEFAULT_C, max(searched))}
     return {name: values[len(values) // 2] for name, values in grid.items()}
 
 

@@ -6,8 +6,9 @@
 1. Prepares every dataset whose ``benchmarks/data/<name>/manifest.csv`` is missing
    (``benchmarks.datasets.prepare``); a dataset that cannot be prepared is skipped with the
    reason (which package to install) in the log and in ``suite.md``.
-2. Runs each comparison script's ``main(argv)`` in turn: ``bench_extract`` (issue 2) and
-   ``peers`` (comparison 5) when those modules exist, and comparisons 1, 2, 3, 4 and 6. A
+2. Runs each comparison script's ``main(argv)`` in turn: ``bench_extract`` (issue 2),
+   ``bench_fit`` (issue 3) and ``peers`` (comparison 5; with ``.venv-bench/bin/python`` when
+   that environment exists) when those modules exist, and comparisons 1, 2, 3, 4 and 6. A
    failing script is reported and the others still run.
 3. Writes ``<out>/suite.md``: what ran, then every script's page (tables and plots). A
    hand-written discussion between the ``<!-- discussion -->`` markers of an existing
@@ -42,6 +43,7 @@ class Script:
     page: str
     title: str
     ours: bool = True  # takes the shared --datasets/--out options of benchmarks.common
+    venv: str | None = None  # run with this environment's python when it exists
 
 
 SCRIPTS = (
@@ -50,7 +52,8 @@ SCRIPTS = (
     Script("compare_recipes", "compare_recipes.md", "2. Last layer vs full network"),
     Script("few_shot", "few_shot.md", "3. Few-shot"),
     Script("compare_classifiers", "compare_classifiers.md", "4. Classifiers and reducers"),
-    Script("peers", "peers.md", "5. Peers", ours=False),
+    Script("bench_fit", "fit.md", "Classical stage cost (issue 3)", ours=False),
+    Script("peers", "peers.md", "5. Peers", ours=False, venv=".venv-bench"),
     Script("cost", "cost.md", "6. Cost"),
 )
 
@@ -101,7 +104,12 @@ def script_argv(script: Script, args, datasets: Sequence[str]) -> list[str]:
 
 
 def run_script(script: Script, argv: list[str]) -> Outcome:
-    """Import ``benchmarks.<module>`` (absent -> skipped) and call its ``main(argv)``."""
+    """Import ``benchmarks.<module>`` (absent -> skipped) and call its ``main(argv)``; a
+    script with its own environment (peers) runs as a subprocess of that python."""
+    python = common.REPO / script.venv / "bin" / "python" if script.venv else None
+    if python is not None and python.exists() and (common.REPO / "benchmarks" /
+                                                   f"{script.module}.py").exists():
+        return run_subprocess(script, python, argv)
     try:
         module = importlib.import_module(f"benchmarks.{script.module}")
     except ModuleNotFoundError as error:
@@ -118,6 +126,17 @@ def run_script(script: Script, argv: list[str]) -> Outcome:
     except Exception as error:  # noqa: BLE001 - report it and go on with the next script
         traceback.print_exc()
         status = f"failed: {type(error).__name__}: {error}"
+    return Outcome(script, status, time.perf_counter() - started)
+
+
+def run_subprocess(script: Script, python: Path, argv: list[str]) -> Outcome:
+    import subprocess
+
+    command = [str(python), "-m", f"benchmarks.{script.module}", *argv]
+    common.log(f"=== {' '.join(command)}")
+    started = time.perf_counter()
+    code = subprocess.run(command, cwd=common.REPO).returncode
+    status = "ok" if code == 0 else f"failed (exit {code})"
     return Outcome(script, status, time.perf_counter() - started)
 
 
