@@ -1,0 +1,238 @@
+"""Fast C search (featpipe.fastsearch) and statistics from an unlabelled pool (--stats-from)."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import Pipeline
+
+from featpipe.errors import FeatpipeError
+from featpipe.fastsearch import fast_search_applies, run_fast_search
+from featpipe.persist import load_model
+from featpipe.recipes import make_pipeline, use_pool_statistics
+from featpipe.search import run_search
+from featpipe.store import FeatureSet, FeatureStore
+from featpipe.training import TrainingSpec, fit_features, fit_store
+from featpipe.transformers import feature_statistics
+
+SLICES = {"a": (0, 32), "b": (32, 64)}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """A small fixed dataset: 400 digits, 64 float32 features in two 'layers'."""
+    X, y = load_digits(return_X_y=True)
+    return X[:400].astype(np.float32), y[:400]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_convergence():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+def _scores(result) -> dict[float, float]:
+    return {float(r["params"]["clf__C"]): r["mean_test_score"] for r in result.cv_table}
+
+
+@pytest.mark.parametrize("recipe", ["fne", "l2"])
+def test_full_walk_matches_grid_search_scores_and_choice(digits, recipe):
+    X, y = digits
+    pipe, grid = make_pipeline(recipe, layer_slices=SLICES)
+    plain = run_search(pipe, grid, X, y, cv=3)
+    fast = run_fast_search(pipe, grid, X, y, cv=3, patience=None, coarse_step=1)
+    assert fast.best_params == {"clf__C": pytest.approx(plain.best_params["clf__C"])}
+    assert fast.best_score == plain.best_score
+    assert _scores(fast) == pytest.approx(_scores(plain), abs=0)
+    assert [r["rank"] for r in fast.cv_table] == [r["rank"] for r in plain.cv_table]
+
+
+@pytest.mark.parametrize("recipe", ["fne", "l2"])
+def test_default_fast_search_picks_the_grid_search_C_and_accuracy(digits, recipe):
+    X, y = digits
+    train, test = slice(0, 300), slice(300, 400)
+    pipe, grid = make_pipeline(recipe, layer_slices=SLICES)
+    plain = run_search(pipe, grid, X[train], y[train], cv=3)
+    fast = run_fast_search(pipe, grid, X[train], y[train], cv=3)
+    assert fast.best_params["clf__C"] == pytest.approx(plain.best_params["clf__C"])
+    assert fast.best_estimator.score(X[test], y[test]) == plain.best_estimator.score(
+        X[test], y[test])
+    assert fast.extra["search"] == "fast" and plain.extra["search"] == "grid"
+
+
+def test_linear_probe_warm_start_and_coarse_grid_keep_accuracy(digits):
+    X, y = digits
+    train, test = slice(0, 300), slice(300, 400)
+    pipe, _ = make_pipeline("linear-probe")
+    grid = {"clf__C": np.logspace(-4, 2, 13).tolist()}
+    plain = run_search(pipe, grid, X[train], y[train], cv=3)
+    fast = run_fast_search(pipe, grid, X[train], y[train], cv=3)
+    assert len(fast.cv_table) < 13  # coarse-to-fine skipped some candidates
+    assert abs(fast.best_score - plain.best_score) <= 0.02
+    assert abs(fast.best_estimator.score(X[test], y[test])
+               - plain.best_estimator.score(X[test], y[test])) <= 0.02
+    assert fast.best_estimator.named_steps["clf"].warm_start is False  # an ordinary model
+
+
+def test_ties_pick_the_smallest_C_like_grid_search():
+    X = np.array([[0.0, 1.0], [0.1, 1.0], [5.0, 1.0], [5.1, 1.0]] * 3, dtype=np.float32)
+    y = np.array([0, 0, 1, 1] * 3)
+    pipe, _ = make_pipeline(normalize="none", classifier="linearsvc")
+    grid = {"clf__C": [10.0, 1.0, 0.1]}  # every C separates perfectly
+    fast = run_fast_search(pipe, grid, X, y, cv=2)
+    assert fast.best_params == {"clf__C": 0.1}
+    assert run_search(pipe, {"clf__C": [0.1, 1.0, 10.0]}, X, y, cv=2).best_params == {
+        "clf__C": 0.1}
+
+
+def test_patience_stops_the_walk_and_is_recorded(digits):
+    X, y = digits
+    pipe, _ = make_pipeline("fne", layer_slices=SLICES)
+    grid = {"clf__C": np.logspace(-4, 4, 9).tolist()}
+    full = run_fast_search(pipe, grid, X, y, cv=3, patience=None)
+    short = run_fast_search(pipe, grid, X, y, cv=3, patience=1)
+    assert len(full.cv_table) == 9 and len(short.cv_table) < 9
+    assert short.extra["evaluated"] == sorted(short.extra["evaluated"])
+    assert short.extra["n_candidates"] == 9 and short.extra["patience"] == 1
+
+
+def test_refit_is_an_ordinary_pipeline_and_threads_give_the_same_result(digits):
+    X, y = digits
+    pipe, grid = make_pipeline("fne", layer_slices=SLICES)
+    one = run_fast_search(pipe, grid, X, y, cv=3, n_jobs=1)
+    two = run_fast_search(pipe, grid, X, y, cv=3, n_jobs=2)
+    assert _scores(one) == _scores(two)
+    best = one.best_estimator
+    assert type(best) is Pipeline
+    assert [n for n, _ in best.steps] == ["normalize", "discretize", "clf"]
+    assert best.named_steps["clf"].C == one.best_params["clf__C"]
+    assert one.refit_seconds <= one.fit_seconds
+
+
+def test_other_grids_fall_back_to_grid_search(digits):
+    X, y = digits
+    pipe, grid = make_pipeline("umap-knn")
+    assert fast_search_applies(pipe, grid) is not None
+    pipe, grid = make_pipeline(normalize="standard", classifier="knn")
+    result = run_fast_search(pipe, {"clf__n_neighbors": [1, 3]}, X, y, cv=3)
+    assert result.extra["search"] == "grid"
+    assert "clf__n_neighbors" in result.extra["fast_search_skipped"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"patience": 0}, "patience"), ({"coarse_step": 0}, "coarse_step"),
+    ({"scoring": "f1"}, "unknown scoring")])
+def test_bad_options_are_one_line_errors(digits, kwargs, match):
+    X, y = digits
+    pipe, grid = make_pipeline("fne")
+    with pytest.raises(FeatpipeError, match=match):
+        run_fast_search(pipe, grid, X, y, cv=3, **kwargs)
+
+
+def test_invalid_C_is_a_featpipe_error(digits):
+    X, y = digits
+    pipe, _ = make_pipeline("fne")
+    with pytest.raises(FeatpipeError, match="invalid grid value"):
+        run_fast_search(pipe, {"clf__C": [-1.0, 1.0]}, X, y, cv=3)
+
+
+# --------------------------------------------------------------------------- pool statistics
+
+
+def _feature_set(X, y):
+    return FeatureSet(X=X, y=y, layer_slices=SLICES, class_names=[str(i) for i in range(10)],
+                      ids=np.arange(len(y)).astype(str), index=np.arange(len(y)), splits=None,
+                      provenance={})
+
+
+@pytest.mark.parametrize("search", ["fast", "grid"])
+def test_pool_statistics_change_only_the_statistics(digits, search):
+    X, y = digits
+    train, pool = _feature_set(X[:200], y[:200]), X
+    spec = TrainingSpec(recipe="fne", cv=3, search=search, grid=["clf__C=0.01,0.1"])
+    own = fit_features(train, spec)
+    pooled = fit_features(train, spec, statistics_pool=pool)
+    normalize = pooled.best_estimator.named_steps["normalize"]
+    mean, scale = feature_statistics(pool)
+    np.testing.assert_array_equal(normalize.mean_, mean)
+    np.testing.assert_array_equal(normalize.scale_, scale)
+    assert not np.allclose(own.best_estimator.named_steps["normalize"].mean_, mean)
+    params = {k: v for k, v in pooled.best_estimator.get_params().items()
+              if "statistics" not in k and "__" in k and not hasattr(v, "fit")}
+    assert params == {k: v for k, v in own.best_estimator.get_params().items() if k in params}
+
+
+def test_pool_statistics_need_a_standardizer():
+    pipe, _ = make_pipeline("l2")
+    with pytest.raises(FeatpipeError, match="standardizing pipeline"):
+        use_pool_statistics(pipe, np.zeros((3, 4), dtype=np.float32))
+
+
+def test_pool_statistics_follow_a_layer_selection():
+    X = np.arange(12, dtype=np.float32).reshape(3, 4)
+    pipe, _ = make_pipeline("fne", layer_slices={"a": (0, 1), "b": (1, 4)}, layers=["b"])
+    mean, _ = use_pool_statistics(pipe, X).named_steps["normalize"].statistics
+    np.testing.assert_allclose(mean, X[:, 1:].mean(axis=0))
+
+
+def _garbage_label_copy(store_path, out):
+    """The same features with every label replaced by nonsense (-1 and out-of-range)."""
+    shutil.copy(store_path, out)
+    with h5py.File(out, "r+") as f:
+        labels = f["labels"][()]
+        f["labels"][...] = np.where(np.arange(len(labels)) % 2 == 0, -1, 999)
+    return out
+
+
+def _fit(store, tmp_path, name, **spec):
+    out = tmp_path / f"{name}.skops"
+    outcome = fit_store(store, TrainingSpec(recipe="fne", cv=3, grid=["clf__C=0.01,1"], **spec),
+                        out=out, test_split=0.3)
+    pipeline, _, training = load_model(out)
+    return outcome, pipeline, training
+
+
+def test_stats_from_pool_never_reads_labels_and_is_recorded(lite0_store, tmp_path):
+    garbage = _garbage_label_copy(lite0_store, tmp_path / "garbage.h5")
+    data = FeatureStore.open(lite0_store).load()
+    train_only, own, own_training = _fit(lite0_store, tmp_path, "train")
+    everything, pooled, all_training = _fit(lite0_store, tmp_path, "all", stats_from="all")
+    _, from_file, file_training = _fit(lite0_store, tmp_path, "file", stats_from=str(garbage))
+
+    # Same rows in the pool -> identical model whether or not its labels are garbage.
+    np.testing.assert_array_equal(pooled.predict(data.X), from_file.predict(data.X))
+    np.testing.assert_array_equal(pooled.named_steps["clf"].coef_,
+                                  from_file.named_steps["clf"].coef_)
+    np.testing.assert_array_equal(pooled.named_steps["normalize"].mean_,
+                                  feature_statistics(data.X)[0])
+    assert not np.array_equal(own.named_steps["normalize"].mean_,
+                              pooled.named_steps["normalize"].mean_)
+
+    assert own_training["stats_from"] == {"source": "train", "transductive": False}
+    assert all_training["stats_from"]["source"] == "all"
+    assert all_training["stats_from"]["transductive"] is True  # test rows were in the pool
+    assert all_training["stats_from"]["n_rows"] == len(data.y)
+    assert file_training["stats_from"]["source"] == str(garbage)
+    assert file_training["stats_from"]["transductive"] is False
+    assert all_training["spec"]["stats_from"] == "all" and own_training["search"] == "fast"
+    assert everything.stats_from["transductive"] and not train_only.stats_from["transductive"]
+
+
+def test_stats_from_refuses_other_features_and_bad_values(lite0_store, tmp_path):
+    other = tmp_path / "other.h5"
+    shutil.copy(lite0_store, other)
+    with h5py.File(other, "r+") as f:
+        f.attrs["provenance"] = f.attrs["provenance"].replace('"pool": "mean"', '"pool": "max"')
+    with pytest.raises(FeatpipeError, match="other settings"):
+        _fit(lite0_store, tmp_path, "other", stats_from=str(other))
+    with pytest.raises(FeatpipeError, match="train, all or an existing"):
+        _fit(lite0_store, tmp_path, "bad", stats_from="everything")
+    with pytest.raises(FeatpipeError, match="unknown search"):
+        _fit(lite0_store, tmp_path, "bad", search="quick")
