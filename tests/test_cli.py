@@ -157,3 +157,31 @@ def test_model_with_untrusted_types_is_refused_without_trust(capsys, tmp_path, l
     code, out, err = run_cli(capsys, "evaluate", model, lite0_store, "--trust", "_operator.neg")
     assert code == 0, err
     assert "accuracy" in out
+
+
+def test_fit_stats_from_all_is_noted_and_reported(capsys, tmp_path, lite0_store):
+    report = tmp_path / "report"
+    code, out, err = run_cli(capsys, "fit", lite0_store, "--cv", "3", "--test-split", "0.3",
+                             "--stats-from", "all", "--out", tmp_path / "m.skops",
+                             "--report", report, "--grid", "clf__C=0.01,1")
+    assert code == 0, err
+    assert "transductive" in err and "test accuracy" in out
+    meta = json.loads((report / "report.json").read_text())["meta"]
+    assert meta["stats_from"]["source"] == "all" and meta["stats_from"]["transductive"] is True
+    assert meta["search"] == "fast"
+
+
+def test_fit_search_grid_and_bad_stats_from(capsys, tmp_path, lite0_store):
+    report = tmp_path / "report"
+    code, _, err = run_cli(capsys, "fit", lite0_store, "--cv", "3", "--search", "grid",
+                           "--out", tmp_path / "m.skops", "--report", report,
+                           "--grid", "clf__C=0.01,1")
+    assert code == 0 and "transductive" not in err
+    meta = json.loads((report / "report.json").read_text())["meta"]
+    assert meta["search"] == "grid" and meta["stats_from"]["source"] == "train"
+    code, _, err = run_cli(capsys, "fit", lite0_store, "--recipe", "l2", "--stats-from", "all",
+                           "--out", tmp_path / "l2.skops")
+    assert code == 1 and "standardizing pipeline" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "fit", lite0_store, "--search", "slow",
+                           "--out", tmp_path / "x.skops")
+    assert code == 2
