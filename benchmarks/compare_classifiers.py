@@ -95,12 +95,12 @@ def plot(rows: list[dict], path) -> None:
     """Accuracy against search time (log x), one marker per classifier, one panel per dataset."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     fig, axes = common.figure(len(datasets), width=4.6, height=3.8)
-    markers = dict(zip((c.label for c in CLASSIFIERS), "osD^v"))
-    colours = {"last": "tab:blue", "all": "tab:orange"}
+    colours = dict(zip((c.label for c in CLASSIFIERS), plt_colours()))
+    markers = {"last": "o", "all": "s"}
     for ax, dataset in zip(axes, datasets):
         for r in (r for r in rows if r["dataset"] == dataset):
-            ax.scatter(r["fit_seconds"], r["accuracy"], marker=markers[r["classifier"]],
-                       color=colours.get(r["features"], "grey"),
+            ax.scatter(r["fit_seconds"], r["accuracy"], s=50, color=colours[r["classifier"]],
+                       marker=markers.get(r["features"], "x"),
                        label=f"{r['classifier']} [{r['features']}]")
         ax.set_xscale("log")
         ax.set_xlabel("search + refit seconds (log)")
@@ -110,6 +110,10 @@ def plot(rows: list[dict], path) -> None:
     axes[0].set_ylabel("test accuracy")
     axes[-1].legend(fontsize=6, loc="lower right")
     common.save_figure(fig, path)
+
+
+def plt_colours() -> list[str]:
+    return ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,6 +73,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help=f"results folder (default {common.RESULTS_DIR}, "
                         f"{common.QUICK_RESULTS_DIR} with --quick)")
     p.add_argument("--only", default=None, help="comma-separated script modules to run")
+    p.add_argument("--assemble-only", action="store_true",
+                   help="run nothing: rebuild suite.md from the pages already in --out")
     args = p.parse_args(argv)
     args.out = args.out or (common.QUICK_RESULTS_DIR if args.quick else common.RESULTS_DIR)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -141,7 +143,7 @@ def run_subprocess(script: Script, python: Path, argv: list[str]) -> Outcome:
 
 
 def page_body(path: Path) -> str:
-    """A script's page with its headings pushed one level down."""
+    """A script's page with its headings pushed one level down (its title becomes a section)."""
     lines = path.read_text().splitlines()
     return "\n".join("#" + line if line.startswith("#") else line for line in lines)
 
@@ -158,27 +160,32 @@ def kept_discussion(path: Path) -> str:
 def write_suite(args, outcomes: list[Outcome], skipped: dict[str, str]) -> Path:
     out = Path(args.out)
     path = out / SUITE
-    status = [{"script": f"`benchmarks.{o.script.module}`", "status": o.status,
-               "seconds": round(o.seconds, 1),
+    status = [{"script": f"`benchmarks.{o.script.module}`", "what": o.script.title,
+               "status": o.status, "seconds": f"{o.seconds:.0f}" if o.seconds else "—",
                "page": f"[{o.script.page}]({o.script.page})" if (out / o.script.page).exists()
                else "—"} for o in outcomes]
     lines = ["# featpipe benchmark suite", "",
              f"- Command: `{common.command_line('benchmarks.run_all', args.argv)}`",
              f"- Machine: {common.machine()} (no GPU)",
              f"- Date: {common.today()}; featpipe commit `{common.git_commit()}`", "",
-             common.markdown_table(status, ["script", "status", "seconds", "page"]), ""]
+             common.markdown_table(status, ["script", "what", "status", "seconds", "page"]), ""]
     lines += [f"- Dataset `{n}` skipped: {reason}" for n, reason in skipped.items()]
     lines += ["", "## Discussion", "", kept_discussion(path), ""]
     for outcome in outcomes:
         page = out / outcome.script.page
         if page.exists():
-            lines += [f"## {outcome.script.title}", "", page_body(page), ""]
+            lines += [page_body(page), ""]
     path.write_text("\n".join(lines))
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    if args.assemble_only:
+        outcomes = [Outcome(s, "not run by this command (existing page)") for s in SCRIPTS
+                    if (Path(args.out) / s.page).exists()]
+        print(f"wrote {write_suite(args, outcomes, {})}")
+        return 0
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     datasets, skipped = prepare_datasets(names)
     only = set(args.only.split(",")) if args.only else None

@@ -132,5 +132,5 @@ def test_run_all_keeps_discussion_and_reports_absent_modules(tmp_path, monkeypat
     args = run_all.parse(["--out", str(tmp_path), "--quick"])
     page = run_all.write_suite(args, [outcome, run_all.Outcome(run_all.SCRIPTS[-1], "ok", 1.0)],
                                {"tuxpaint": "missing package"}).read_text()
-    assert "hand-written" in page and "## Comparison 6: cost" in page
+    assert "hand-written" in page and "## Comparison 6: cost" in page and "### " not in page
     assert "skipped: module not present" in page and "missing package" in page
