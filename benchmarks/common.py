@@ -24,7 +24,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -321,7 +321,8 @@ def _grid_value(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def recipe_grid(recipe: str | None, classifier: str | None = None, reduce: str | None = None) -> dict:
+def recipe_grid(recipe: str | None, classifier: str | None = None,
+                reduce: str | None = None) -> dict:
     """The default grid make_pipeline would use for this recipe/classifier."""
     from featpipe.recipes import make_pipeline
 

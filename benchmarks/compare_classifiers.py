@@ -128,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.write_csv(csv_path, rows, COLUMNS)
     plot(rows, png_path)
     notes = ("`features`: `last` = bn2 (1280-d pre-logits), `all` = the 18 layers (3,120-d). "
-             "Grids: LinearSVC (standardized) C in {0.0001..0.1} as in comparison 2, SVC-RBF C in {0.1..100} with gamma=scale, "
+             "Grids: LinearSVC (standardized) C in {0.0001..0.1} as in comparison 2, "
+             "SVC-RBF C in {0.1..100} with gamma=scale, "
              "logistic over the 45-value Kornblith sweep, PCA-256 + LinearSVC C in "
              "{0.001..10}, UMAP-32 + kNN k in {1, 5, 10, 20} (PCA/UMAP fits cached per fold). "
              "`fit_seconds` = the whole CV search plus refit on this shared 2-core CPU; "

@@ -63,7 +63,8 @@ def plot(rows: list[dict], path) -> None:
 
 
 def peak_summary(rows: list[dict]) -> str:
-    lines = ["| dataset | similarity | best layer | accuracy | last layer (bn2) | first layer (bn1) |",
+    lines = ["| dataset | similarity | best layer | accuracy | last layer (bn2) "
+             "| first layer (bn1) |",
              "|---|---|---|---|---|---|"]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = {r["layer"]: r for r in rows if r["dataset"] == dataset}

@@ -133,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
              "LinearSVC grid C in {0.01..1000} for `l2`, {0.001..10} for `fne`, "
              "{0.0001..0.1} for the standardized full network (the features are separable: "
              "larger C approaches the same hard-margin solution while liblinear hits its "
-             "iteration limit for minutes per fit); linear probe = logistic regression over the 45-value Kornblith "
+             "iteration limit for minutes per fit); linear probe = logistic regression over the "
+             "45-value Kornblith "
              "sweep. Hyperparameters by stratified CV on the training split only; test "
              "split scored once.")
     detail = common.markdown_table(rows, ["dataset", "configuration", "layers", "n_features",

@@ -3,8 +3,8 @@ configuration.
 
 Extraction: the first N images of each dataset's manifest (N = 128, 16 with --quick) are
 extracted afresh into a temporary store with the ``last`` (one layer), ``stages`` and
-``full`` (18 layers) presets, batch 32, on the CPU, after one untimed warm-up extraction; images/s counts decoding, the forward pass
-with capture and pooling, and the HDF5 writes (model loading excluded). The throughput of the
+``full`` (18 layers) presets, batch 32, on the CPU, after one untimed warm-up extraction;
+images/s counts decoding, the forward pass with capture and pooling, and the HDF5 writes (model loading excluded). The throughput of the
 cached whole-dataset ``full`` extraction is listed too.
 
 Classical stage: for every configuration of comparison 2 (plus PCA-256 + LinearSVC and
