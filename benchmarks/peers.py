@@ -54,10 +54,11 @@ COMPARISONS = {
     "single-layer": ("featpipe-last", "img2vec", "img2vec_pytorch"),
     "fne": ("featpipe-fne", "fne", "fne"),
 }
-ARM_IMPORTS = {
-    "featpipe-full": ["featpipe.extract"],
-    "featpipe-last": ["featpipe.extract"],
-    "featpipe-fne": ["featpipe.extract", "featpipe.training", "featpipe.report"],
+FEATPIPE_IMPORTS = ["featpipe.extract", "featpipe.training", "featpipe.report"]
+ARM_IMPORTS = {  # what an arm's process imports before it starts (its memory baseline)
+    "featpipe-full": FEATPIPE_IMPORTS,
+    "featpipe-last": FEATPIPE_IMPORTS,
+    "featpipe-fne": FEATPIPE_IMPORTS,
     "thingsvision": ["featpipe.extract", "thingsvision", "thingsvision.utils.storing"],
     "img2vec": ["featpipe.extract", "img2vec_pytorch.img_to_vec", "h5py"],
     "fne": ["featpipe.extract", "fne.fne_torch", "sklearn.svm"],
@@ -416,17 +417,18 @@ def ratio_rows(rows: list[dict]) -> list[dict]:
     """Per comparison: peer time / featpipe time, peer memory / featpipe memory, accuracy."""
     out = []
     for (dataset, comparison), group in _groups(rows).items():
-        ours, peer = group[0], group[-1]
-        if not str(peer.get("status", "")).startswith("ok") or ours.get("status") != "ok":
-            out.append({"dataset": dataset, "comparison": comparison, "peer": peer["tool"],
-                        "note": peer.get("status") or ours.get("status")})
-            continue
-        out.append({"dataset": dataset, "comparison": comparison, "peer": peer["tool"],
-                    "time_ratio": _ratio(peer, ours, "seconds"),
-                    "peak_rss_ratio": _ratio(peer, ours, "peak_rss_mib"),
-                    "extra_rss_ratio": _ratio(peer, ours, "extra_mib"),
-                    "accuracy_featpipe": ours.get("accuracy"),
-                    "accuracy_peer": peer.get("accuracy"), "note": ""})
+        peer = group[-1]
+        for ours in group[:-1]:  # fne: featpipe with CV, then with C fixed like the peer
+            base = {"dataset": dataset, "comparison": comparison, "featpipe": ours["tool"],
+                    "peer": peer["tool"]}
+            if peer.get("status") != "ok" or ours.get("status") != "ok":
+                out.append({**base, "note": peer.get("status") or ours.get("status")})
+                continue
+            out.append({**base, "time_ratio": _ratio(peer, ours, "seconds"),
+                        "peak_rss_ratio": _ratio(peer, ours, "peak_rss_mib"),
+                        "extra_rss_ratio": _ratio(peer, ours, "extra_mib"),
+                        "accuracy_featpipe": ours.get("accuracy"),
+                        "accuracy_peer": peer.get("accuracy"), "note": ""})
     return out
 
 
@@ -448,13 +450,18 @@ def sections(rows: list[dict]) -> list[str]:
     return [
         "## Ratios (peer / featpipe; > 1 means featpipe is faster or leaner)\n\n"
         "`time` = wall time; `peak RSS` = whole process; `extra RSS` = peak minus a process "
-        "that only imports the arm's modules. For `fne` the featpipe side is the CV-tuned "
-        "recipe (extraction + 5-fold search + refit + prediction).\n\n"
+        "that only imports the arm's modules. For `fne` the featpipe side is once the "
+        "CV-tuned recipe (extraction + k-fold search over C + refit + prediction) and once "
+        "C=1 without CV, the same work as the peer. Environment: `.venv-bench` from "
+        "`benchmarks/requirements-peers.txt`; thingsvision 2.7.3 pins torchvision==0.15.2 "
+        "and tensorflow<2.16, so it is installed with `--no-deps` next to featpipe's torch "
+        "and run through its PyTorch path.\n\n"
         + common.markdown_table(ratio_rows(rows),
-                                ["dataset", "comparison", "peer", "time_ratio", "peak_rss_ratio",
-                                 "extra_rss_ratio", "accuracy_featpipe", "accuracy_peer", "note"],
-                                ["dataset", "comparison", "peer", "time", "peak RSS",
-                                 "extra RSS", "featpipe acc", "peer acc", "note"]),
+                                ["dataset", "comparison", "featpipe", "peer", "time_ratio",
+                                 "peak_rss_ratio", "extra_rss_ratio", "accuracy_featpipe",
+                                 "accuracy_peer", "note"],
+                                ["dataset", "comparison", "featpipe arm", "peer", "time",
+                                 "peak RSS", "extra RSS", "featpipe acc", "peer acc", "note"]),
         "## Extraction: throughput and peak memory\n\n"
         "`max |Δ|` = largest absolute difference between the peer's pooled features and "
         "featpipe's store (same pixels, same model, same layers). `unpooled MiB` = the "

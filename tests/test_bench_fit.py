@@ -66,11 +66,17 @@ def test_bench_fit_quick(argv, tmp_path):
         assert float(row["x_mib"]) > 0
 
 
+QUICK_COMPARISONS = ("multi-layer", "fne")  # single-layer differs only in layer and size
+
+
 def test_peers_quick(argv, tmp_path):
-    assert peers.main([*argv, "--out", str(tmp_path)]) == 0
+    extra = ["--comparisons", ",".join(QUICK_COMPARISONS), "--out", str(tmp_path)]
+    assert peers.main([*argv, *extra]) == 0
     rows = read_rows(tmp_path, peers.NAME)
+    assert {r["comparison"] for r in rows} == set(QUICK_COMPARISONS)
     by_tool = {(r["comparison"], r["tool"]): r for r in rows}
-    for comparison, (ours, peer, module) in peers.COMPARISONS.items():
+    for comparison in QUICK_COMPARISONS:
+        ours, peer, module = peers.COMPARISONS[comparison]
         if comparison == "fne":
             featpipe_rows = [by_tool[(comparison, "featpipe fne (CV over C)")],
                              by_tool[(comparison, "featpipe fne (C=1)")]]
