@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(PY) -m featpipe.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules featpipe tests
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks.run_all --quick

@@ -41,10 +41,12 @@ from torch.utils.data import DataLoader
 
 from benchmarks.common import (RESULTS_DIR, command_line, figure, fmt, git_commit, log,
                                machine, markdown_table, save_figure, today, write_csv)
-from featpipe.backbones import create_backbone
-from featpipe.capture import FeatureCapture
-from featpipe.extract import extract
-from featpipe.images import ImageSet, DecodedImages, collate_decoded, open_source
+from featpipe.models import create_backbone
+from featpipe.models.capture import FeatureCapture
+from featpipe.extract.run import extract
+from featpipe.data.imageset import ImageSet
+from featpipe.data.loading import DecodedImages, collate_decoded
+from featpipe.data.sources import open_source
 
 MODULE = "benchmarks.bench_extract"
 FASHION_IDX = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")

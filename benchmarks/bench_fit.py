@@ -40,8 +40,9 @@ MEMORY_RECIPES = ("fne", "l2", "linear-probe", "pca-svm")
 QUICK_MEMORY_RECIPES = ("fne",)
 CACHE_ARMS = ("off", "cold", "warm", "auto")
 MEMORY_GRID_POINTS = 3  # peak memory does not depend on the number of grid points
-FIT_IMPORTS = ("featpipe.cli", "featpipe.commands", "featpipe.training", "featpipe.recipes",
-               "featpipe.search", "featpipe.report", "featpipe.persist", "featpipe.transformers",
+FIT_IMPORTS = ("featpipe.cli", "featpipe.workflows.fit", "featpipe.classical.recipes",
+               "featpipe.classical.search", "featpipe.report.writer", "featpipe.classical.persist",
+               "featpipe.classical.transformers",
                "sklearn.svm", "sklearn.linear_model", "sklearn.decomposition",
                "skops.io")  # skops.io lists sklearn's estimators, which imports torch
 FIT_CHILD = ("import sys, " + ", ".join(FIT_IMPORTS)
@@ -62,7 +63,7 @@ def load_average() -> float:
 
 def recipe_grid(recipe: str, quick: bool) -> dict:
     """The recipe's default grid, thinned to 3 values with ``--quick``."""
-    from featpipe.recipes import parse_grid_overrides
+    from featpipe.classical.recipes import parse_grid_overrides
 
     grid = common.recipe_grid(recipe)
     return {**grid, **parse_grid_overrides(common.quick_grid(grid, quick))}
@@ -70,8 +71,8 @@ def recipe_grid(recipe: str, quick: bool) -> dict:
 
 def search_once(train, recipe: str, grid: dict, cv: int, cache, cache_dir: Path | None):
     """One cross-validated search of ``recipe`` on ``train``; returns the SearchResult."""
-    from featpipe.recipes import make_pipeline
-    from featpipe.search import run_search
+    from featpipe.classical.recipes import make_pipeline
+    from featpipe.classical.search import run_search
 
     pipeline, _ = make_pipeline(recipe, layer_slices=train.layer_slices)
     with warnings.catch_warnings():

@@ -61,7 +61,7 @@ def plain_search(train, args):
 
 def featpipe_search(recipe: str, search: str) -> Callable:
     def run(train, args):
-        from featpipe.training import TrainingSpec, fit_features
+        from featpipe.workflows.fit import TrainingSpec, fit_features
 
         spec = TrainingSpec(recipe=recipe, cv=common.cv_folds(args), n_jobs=args.n_jobs,
                             seed=args.seed, search=search)

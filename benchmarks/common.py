@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from featpipe.store import FeatureSet, FeatureStore
+from featpipe.store.reader import FeatureSet, FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path("benchmarks/data")
@@ -118,7 +118,7 @@ def ensure_store(dataset: str, args, batch_size: int = 32) -> FeatureStore:
     """The dataset's cached `full` store, extracted on first use (timing kept in a sidecar)."""
     out = store_path(dataset, args)
     if not out.exists():
-        from featpipe.extract import extract
+        from featpipe.extract.run import extract
 
         manifest = Path(args.manifests[dataset])
         if not manifest.exists():
@@ -165,7 +165,7 @@ def load_split(dataset: str, args) -> Split:
 
 def per_class_subset(data: FeatureSet, per_class: int, seed: int = 0) -> FeatureSet:
     """At most ``per_class`` seeded rows of each class, in store order."""
-    from featpipe.training import subset
+    from featpipe.workflows.data import subset
 
     rng = np.random.default_rng(seed)
     keep = [rng.permutation(np.flatnonzero(data.y == c))[:per_class] for c in np.unique(data.y)]
@@ -209,8 +209,8 @@ def run_spec(train: FeatureSet, test: FeatureSet, spec, args=None) -> dict:
 
 
 def _search_and_score(train: FeatureSet, test: FeatureSet, spec) -> dict:
-    from featpipe.report import evaluate
-    from featpipe.training import fit_features
+    from featpipe.report.metrics import evaluate
+    from featpipe.workflows.fit import fit_features
 
     search = fit_features(train, spec)
     evaluation = evaluate(search.best_estimator, test.X, test.y, train.class_names)
@@ -226,7 +226,8 @@ def _search_and_score(train: FeatureSet, test: FeatureSet, spec) -> dict:
 def _memo_path(train: FeatureSet, test: FeatureSet, spec, args) -> Path:
     import hashlib
 
-    from featpipe.recipes import make_pipeline, parse_grid_overrides
+    from featpipe.classical.recipes import make_pipeline
+    from featpipe.classical.recipes import parse_grid_overrides
 
     _, grid = make_pipeline(spec.recipe, normalize=spec.normalize, discretize=spec.discretize,
                             reduce=spec.reduce, classifier=spec.classifier)
@@ -243,8 +244,8 @@ def _memo_path(train: FeatureSet, test: FeatureSet, spec, args) -> Path:
 
 def fit_fixed(train: FeatureSet, test: FeatureSet, spec, params: Mapping) -> dict:
     """Fit ``spec``'s pipeline with fixed ``params`` (no CV possible), score ``test`` once."""
-    from featpipe.recipes import make_pipeline
-    from featpipe.report import evaluate
+    from featpipe.classical.recipes import make_pipeline
+    from featpipe.report.metrics import evaluate
 
     pipeline, _ = make_pipeline(spec.recipe, layer_slices=train.layer_slices,
                                 normalize=spec.normalize, discretize=spec.discretize,
@@ -287,7 +288,8 @@ def fixed_default(spec) -> dict:
     C=1 for LinearSVC-based pipelines (the grid's largest C when the grid stops below 1),
     otherwise the middle of the default sweep (for the linear probe the Kornblith sweep's
     middle, C=10**0.5)."""
-    from featpipe.recipes import make_pipeline, parse_grid_overrides
+    from featpipe.classical.recipes import make_pipeline
+    from featpipe.classical.recipes import parse_grid_overrides
 
     pipeline, grid = make_pipeline(spec.recipe, normalize=spec.normalize,
                                    discretize=spec.discretize, reduce=spec.reduce,
@@ -324,7 +326,7 @@ def _grid_value(value) -> str:
 def recipe_grid(recipe: str | None, classifier: str | None = None,
                 reduce: str | None = None) -> dict:
     """The default grid make_pipeline would use for this recipe/classifier."""
-    from featpipe.recipes import make_pipeline
+    from featpipe.classical.recipes import make_pipeline
 
     return make_pipeline(recipe, classifier=classifier, reduce=reduce)[1]
 

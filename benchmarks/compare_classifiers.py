@@ -19,7 +19,7 @@ from typing import Sequence
 
 from benchmarks import common
 from benchmarks.compare_recipes import STANDARDIZED_C, layer_names
-from featpipe.training import TrainingSpec
+from featpipe.workflows.fit import TrainingSpec
 
 NAME = "compare_classifiers"
 COLUMNS = ["dataset", "similarity", "features", "classifier", "n_features", "accuracy",

@@ -15,7 +15,7 @@ import sys
 from typing import Sequence
 
 from benchmarks import common
-from featpipe.training import TrainingSpec
+from featpipe.workflows.fit import TrainingSpec
 
 NAME = "compare_layers"
 # 7 of the Kornblith sweep's decades (C = 1e-4 .. 1e2); --quick keeps 3 of them.

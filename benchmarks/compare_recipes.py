@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from benchmarks import common
-from featpipe.training import TrainingSpec
+from featpipe.workflows.fit import TrainingSpec
 
 NAME = "compare_recipes"
 COLUMNS = ["dataset", "similarity", "configuration", "layers", "n_features", "accuracy",

@@ -41,9 +41,9 @@ COLUMNS = ["dataset", "similarity", "stage", "configuration", "n_images", "n_fea
 
 def extraction_rows(dataset: str, args) -> list[dict]:
     """Fresh extractions of the first N images with each preset, plus the cached full run."""
-    from featpipe.extract import extract
-    from featpipe.images import open_source
-    from featpipe.store import FeatureStore
+    from featpipe.extract.run import extract
+    from featpipe.data.sources import open_source
+    from featpipe.store.reader import FeatureStore
 
     images = open_source(args.manifests[dataset])
     images = images.subset(range(min(len(images), _n_extract(args))))

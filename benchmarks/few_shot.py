@@ -23,7 +23,7 @@ import numpy as np
 from benchmarks import common
 from benchmarks.compare_recipes import CONFIGURATIONS, layer_names, make_spec
 from benchmarks.datasets import few_shot_splits
-from featpipe.training import subset
+from featpipe.workflows.data import subset
 
 NAME = "few_shot"
 SHOTS, QUICK_SHOTS = (1, 2, 5, 10, 20), (1, 2, 5)

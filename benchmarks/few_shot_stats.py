@@ -21,7 +21,8 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.datasets import few_shot_splits
-from featpipe.training import TrainingSpec, fit_features, subset
+from featpipe.workflows.fit import TrainingSpec, fit_features
+from featpipe.workflows.data import subset
 
 NAME = "few_shot_stats"
 MODULE = "benchmarks.few_shot_stats"
@@ -59,7 +60,7 @@ def fit_and_score(train, test, pool, config: Configuration, seed: int) -> dict:
     folds = common.few_shot_cv(train.y)
     spec = make_spec(config, folds or 2, seed, () if folds else [f"clf__C={ONE_SHOT_C}"])
     if folds is None:  # one image per class: a one-value grid, fitted without CV
-        from featpipe.recipes import make_pipeline, use_pool_statistics
+        from featpipe.classical.recipes import make_pipeline, use_pool_statistics
 
         model, _ = make_pipeline(spec.recipe, layer_slices=train.layer_slices,
                                  normalize=spec.normalize, classifier=spec.classifier,

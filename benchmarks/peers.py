@@ -54,7 +54,7 @@ COMPARISONS = {
     "single-layer": ("featpipe-last", "img2vec", "img2vec_pytorch"),
     "fne": ("featpipe-fne", "fne", "fne"),
 }
-FEATPIPE_IMPORTS = ["featpipe.extract", "featpipe.training", "featpipe.report"]
+FEATPIPE_IMPORTS = ["featpipe.extract", "featpipe.workflows.fit", "featpipe.report.writer"]
 ARM_IMPORTS = {  # what an arm's process imports before it starts (its memory baseline)
     "featpipe-full": FEATPIPE_IMPORTS,
     "featpipe-last": FEATPIPE_IMPORTS,
@@ -70,14 +70,14 @@ ARM_IMPORTS = {  # what an arm's process imports before it starts (its memory ba
 
 def backbone(spec: dict, image_size: int | None = None):
     """A fresh instance of the benchmark's backbone."""
-    from featpipe.backbones import create_backbone
+    from featpipe.models import create_backbone
 
     return create_backbone(spec["model"], image_size=image_size or spec["image_size"])
 
 
 def image_set(spec: dict, split: str | None = None):
     """The spec's images (a seeded subset with ``--quick``), optionally one split."""
-    from featpipe.images import open_source
+    from featpipe.data.sources import open_source
 
     images = open_source(spec["manifest"])
     if spec["indices"] is not None:
@@ -90,8 +90,8 @@ def image_set(spec: dict, split: str | None = None):
 def loader(images, bb, batch_size: int = BATCH_SIZE):
     """A DataLoader of ``(tensor, label)`` with featpipe's decoding and preprocessing."""
     import torch
-    from featpipe.extract import default_workers
-    from featpipe.images import DecodedImages
+    from featpipe.extract.run import default_workers
+    from featpipe.data.loading import DecodedImages
 
     dataset = _Labelled(DecodedImages(images, bb.preprocessing,
                                       size_hint=bb.preprocessing.resize_size),
@@ -134,7 +134,7 @@ def arm_featpipe_last(spec: dict) -> dict:
 
 
 def _featpipe_extract(spec: dict, layers: str, image_size: int) -> dict:
-    from featpipe.extract import extract
+    from featpipe.extract.run import extract
 
     out = Path(spec["work"]) / "featpipe.h5"
     result = extract(image_set(spec), out, model=spec["model"], layers=layers,
@@ -144,7 +144,7 @@ def _featpipe_extract(spec: dict, layers: str, image_size: int) -> dict:
 
 def arm_thingsvision(spec: dict) -> dict:
     """thingsvision's PyTorch extractor over our model; maps pooled and saved per layer."""
-    from featpipe.capture import resolve_layers
+    from featpipe.models.layers import resolve_layers
     from thingsvision import get_extractor_from_model
     from thingsvision.utils.storing import save_features
 
@@ -167,7 +167,7 @@ def arm_thingsvision(spec: dict) -> dict:
 def arm_img2vec(spec: dict) -> dict:
     """img2vec over our model's bn2, fed PIL images decoded by featpipe, saved to HDF5."""
     import h5py
-    from featpipe.images import load_rgb
+    from featpipe.data.decode import load_rgb
 
     bb = backbone(spec, SINGLE_LAYER_SIZE)
     images = image_set(spec)
@@ -201,8 +201,8 @@ def _given_model_img2vec(bb):
 
 def arm_featpipe_fne(spec: dict) -> dict:
     """Extract the train+test images once, then the fne recipe with CV and with C fixed."""
-    from featpipe.store import FeatureStore
-    from featpipe.training import TrainingSpec
+    from featpipe.store.reader import FeatureStore
+    from featpipe.workflows.fit import TrainingSpec
 
     extracted = _featpipe_extract(spec, common.LAYER_PRESET, spec["image_size"])
     store = FeatureStore.open(extracted["output"])
@@ -249,7 +249,7 @@ def fne_layers(bb) -> list[str]:
     before it (``bn1`` -> ``conv_stem``, ``bn2`` -> ``conv_head``): pre-BN, pre-activation,
     pre-residual, the only kind of module the fne package can hook."""
     import torch
-    from featpipe.capture import resolve_layers
+    from featpipe.models.layers import resolve_layers
 
     names = list(dict(bb.model.named_modules()))
     convs = [n for n, m in bb.model.named_modules() if isinstance(m, torch.nn.Conv2d)]
@@ -332,7 +332,7 @@ def peer_missing(module: str) -> str | None:
 
 def quick_indices(manifest: Path, seed: int) -> list[int]:
     """``--quick``: a few seeded images per class and split (common.QUICK_PER_CLASS)."""
-    from featpipe.images import open_source
+    from featpipe.data.sources import open_source
 
     images = open_source(manifest)
     rng = np.random.default_rng(seed)
@@ -393,7 +393,7 @@ ROW_BUILDERS = {"multi-layer": extraction_rows, "single-layer": extraction_rows,
 def feature_difference(ours: str, theirs: str) -> float:
     """Largest absolute difference between featpipe's store and a peer's HDF5 output."""
     import h5py
-    from featpipe.store import FeatureStore
+    from featpipe.store.reader import FeatureStore
 
     store = FeatureStore.open(ours)
     data = store.load()

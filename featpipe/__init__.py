@@ -5,10 +5,11 @@ __version__ = "0.1.0"
 from featpipe.errors import FeatpipeError, UsageError  # noqa: E402
 
 _LAZY = {
-    "FrozenFeatureClassifier": "featpipe.estimator",
+    "FrozenFeatureClassifier": "featpipe.workflows.estimator",
     "FeatureStore": "featpipe.store",
-    "create_backbone": "featpipe.backbones",
-    "make_pipeline": "featpipe.recipes",
+    "extract": "featpipe.extract",
+    "create_backbone": "featpipe.models",
+    "make_pipeline": "featpipe.classical.recipes",
 }
 
 __all__ = ["FeatpipeError", "UsageError", "__version__", *_LAZY]

@@ -18,7 +18,7 @@ REPO_DATA = Path(__file__).resolve().parents[1] / "data" / "clipart-mini" / "man
 
 
 def _runs(last_layer: str) -> dict:
-    from featpipe.training import TrainingSpec
+    from featpipe.workflows.fit import TrainingSpec
 
     return {
         "last layer: linear probe": TrainingSpec(recipe="linear-probe", layers=[last_layer]),
@@ -29,10 +29,10 @@ def _runs(last_layer: str) -> dict:
 
 
 def run(data: Path, out_dir: Path, image_size: int, cv: int) -> str:
-    from featpipe.extract import extract
-    from featpipe.report import comparison_plot, comparison_table
-    from featpipe.store import FeatureStore
-    from featpipe.training import fit_store
+    from featpipe.extract.run import extract
+    from featpipe.report.plots import comparison_plot, comparison_table
+    from featpipe.store.reader import FeatureStore
+    from featpipe.workflows.fit import fit_store
 
     out_dir.mkdir(parents=True, exist_ok=True)
     store_path = out_dir / "features.h5"

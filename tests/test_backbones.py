@@ -11,16 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from featpipe import backbones
-from featpipe.backbones import (
-    DEFAULT_BACKBONE,
-    EMBEDDED,
-    Preprocessing,
-    create_backbone,
-    embedded_weights_path,
-    file_sha256,
-    list_backbones,
-)
+from featpipe.models import weights as model_weights
+from featpipe.models import DEFAULT_BACKBONE, create_backbone, list_backbones
+from featpipe.models.embedded import EMBEDDED, embedded_weights_path
+from featpipe.models.preprocessing import Preprocessing
+from featpipe.models.weights import file_sha256
 from featpipe.errors import FeatpipeError
 
 LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -98,9 +93,9 @@ def test_missing_weights_package_names_the_pip_package(monkeypatch):
 def test_weights_digest_is_computed_once_per_process():
     path = embedded_weights_path("efficientnet_lite0")
     assert file_sha256(path) == LITE0_SHA256
-    hits = backbones._cached_sha256.cache_info().hits
+    hits = model_weights._cached_sha256.cache_info().hits
     assert file_sha256(path) == LITE0_SHA256
-    assert backbones._cached_sha256.cache_info().hits == hits + 1
+    assert model_weights._cached_sha256.cache_info().hits == hits + 1
 
 
 def test_image_size_keeps_crop_fraction():

@@ -96,7 +96,7 @@ def test_peers_quick(argv, tmp_path):
 
 
 def test_fne_layers_are_the_convolutions_ending_each_full_layer():
-    from featpipe.backbones import create_backbone
+    from featpipe.models import create_backbone
 
     bb = create_backbone(common.DEFAULT_MODEL, image_size=64)
     layers = peers.fne_layers(bb)

@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from featpipe.backbones import create_backbone
-from featpipe.capture import FeatureCapture, LayerInfo, list_layers, pool_features, resolve_layers
+from featpipe.models import create_backbone
+from featpipe.models.capture import FeatureCapture
+from featpipe.models.layers import LayerInfo, list_layers, resolve_layers
+from featpipe.models.pooling import pool_features
 from featpipe.errors import FeatpipeError
 
 LITE0_FULL = ["bn1"] + [f"blocks.{i}.{j}" for i, n in enumerate([1, 2, 2, 3, 3, 4, 1]) for j in range(n)] + ["bn2"]

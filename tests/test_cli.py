@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from featpipe.cli import main
-from featpipe.store import FeatureStore
+from featpipe.store.reader import FeatureStore
 
 
 def run_cli(capsys, *argv):
@@ -142,8 +142,8 @@ def test_model_with_untrusted_types_is_refused_without_trust(capsys, tmp_path, l
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from featpipe.persist import save_model
-    from featpipe.training import model_provenance
+    from featpipe.classical.persist import save_model
+    from featpipe.provenance import model_provenance
 
     store = FeatureStore.open(lite0_store)
     data = store.load(layers=["bn2"])

@@ -5,10 +5,10 @@ import pytest
 from PIL import Image
 from sklearn.base import clone
 
-import featpipe.extract
+import featpipe.extract.run
 from featpipe.errors import FeatpipeError
-from featpipe.estimator import FrozenFeatureClassifier, content_digest
-from featpipe.images import from_arrays, from_folder
+from featpipe.workflows.estimator import FrozenFeatureClassifier, content_digest
+from featpipe.data.sources import from_arrays, from_folder
 
 
 @pytest.fixture
@@ -20,13 +20,13 @@ def paths_and_labels(shapes_folder):
 @pytest.fixture
 def counted_extract(monkeypatch):
     calls = []
-    real = featpipe.extract.extract
+    real = featpipe.extract.run.extract
 
     def counting(*args, **kwargs):
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(featpipe.extract, "extract", counting)
+    monkeypatch.setattr(featpipe.extract.run, "extract", counting)
     return calls
 
 

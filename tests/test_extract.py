@@ -11,12 +11,15 @@ import h5py
 import numpy as np
 import pytest
 
-from featpipe.backbones import create_backbone
-from featpipe.capture import FeatureCapture, resolve_layers
+from featpipe.models import create_backbone
+from featpipe.models.capture import FeatureCapture
+from featpipe.models.layers import resolve_layers
 from featpipe.errors import FeatpipeError
-from featpipe.extract import _exclusive_lock, aligned_batches, extract
-from featpipe.images import from_folder, load_rgb
-from featpipe.store import FeatureStore
+from featpipe.fileio import exclusive_lock
+from featpipe.extract.run import aligned_batches, extract
+from featpipe.data.sources import from_folder
+from featpipe.data.decode import load_rgb
+from featpipe.store.reader import FeatureStore
 
 from conftest import write_shapes
 
@@ -85,10 +88,10 @@ def test_pool_and_dtype_options(tmp_path, shapes_folder):
 
 
 def test_refuses_to_overwrite_and_second_writer(tmp_path, lite0_store, shapes_folder):
-    with pytest.raises(FeatpipeError, match="already exists; pass --overwrite"):
+    with pytest.raises(FeatpipeError, match="already exists; pass `overwrite=True`"):
         extract(shapes_folder, lite0_store, layers="last", progress=False)
     out = tmp_path / "locked.h5"
-    with _exclusive_lock(out):
+    with exclusive_lock(out):
         with pytest.raises(FeatpipeError, match="another featpipe process is writing"):
             extract(shapes_folder, out, layers="last", progress=False)
 

@@ -13,13 +13,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
 from featpipe.errors import FeatpipeError
-from featpipe.fastsearch import fast_search_applies, run_fast_search
-from featpipe.persist import load_model
-from featpipe.recipes import make_pipeline, use_pool_statistics
-from featpipe.search import run_search
-from featpipe.store import FeatureSet, FeatureStore
-from featpipe.training import TrainingSpec, fit_features, fit_store
-from featpipe.transformers import feature_statistics
+from featpipe.classical.fastsearch import fast_search_applies, run_fast_search
+from featpipe.classical.persist import load_model
+from featpipe.classical.recipes import make_pipeline, use_pool_statistics
+from featpipe.classical.search import run_search
+from featpipe.store.reader import FeatureSet, FeatureStore
+from featpipe.workflows.fit import TrainingSpec, fit_features, fit_store
+from featpipe.classical.transformers.scaling import feature_statistics
 
 SLICES = {"a": (0, 32), "b": (32, 64)}
 

@@ -15,19 +15,10 @@ import torch
 from PIL import Image
 
 from featpipe.errors import FeatpipeError
-from featpipe.images import (
-    DecodedImages,
-    ImageDecodeError,
-    ImageSet,
-    collate_decoded,
-    from_arrays,
-    from_file_list,
-    from_folder,
-    from_idx,
-    from_manifest,
-    load_rgb,
-    open_source,
-)
+from featpipe.data.loading import DecodedImages, collate_decoded
+from featpipe.data.decode import ImageDecodeError, load_rgb
+from featpipe.data.imageset import ImageSet
+from featpipe.data.sources import from_arrays, from_file_list, from_folder, from_idx, from_manifest, open_source
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 

@@ -9,8 +9,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from featpipe.errors import FeatpipeError
-from featpipe.persist import load_model, save_model, untrusted_types
-from featpipe.recipes import make_pipeline
+from featpipe.classical.persist import load_model, save_model, untrusted_types
+from featpipe.classical.recipes import make_pipeline
 
 SLICES = {"a": (0, 24), "b": (24, 64)}
 PROVENANCE = {

@@ -8,18 +8,13 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from featpipe.errors import FeatpipeError
-from featpipe.recipes import (
-    CLASSIFIERS,
-    KORNBLITH_C_GRID,
-    RECIPES,
-    ReduceSpec,
-    make_classifier,
-    make_pipeline,
-    parse_grid_overrides,
-    parse_reduce,
-)
-from featpipe.search import run_search
-from featpipe.transformers import ClippedPCA, FNEDiscretizer, LayerL2Normalizer, Standardizer
+from featpipe.classical.classifiers import CLASSIFIERS, KORNBLITH_C_GRID, make_classifier
+from featpipe.classical.recipes import RECIPES, ReduceSpec, make_pipeline
+from featpipe.classical.recipes import parse_grid_overrides, parse_reduce
+from featpipe.classical.search import run_search
+from featpipe.classical.transformers.reduction import ClippedPCA
+from featpipe.classical.transformers.scaling import FNEDiscretizer, Standardizer
+from featpipe.classical.transformers.layers import LayerL2Normalizer
 
 # digits' 64 pixels posing as three "layers"
 SLICES = {"top": (0, 24), "middle": (24, 40), "bottom": (40, 64)}

@@ -11,10 +11,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from featpipe.errors import FeatpipeError
-from featpipe.recipes import make_pipeline
-from featpipe.report import build_report, comparison_plot, comparison_table, evaluate, write_report
-from featpipe.search import run_search, validate_training_data
-from featpipe.transformers import ClippedPCA, FNEDiscretizer, Standardizer
+from featpipe.classical.recipes import make_pipeline
+from featpipe.report.writer import build_report, write_report
+from featpipe.report.plots import comparison_plot, comparison_table
+from featpipe.report.metrics import evaluate
+from featpipe.classical.search import run_search
+from featpipe.classical.validation import validate_training_data
+from featpipe.classical.transformers.reduction import ClippedPCA
+from featpipe.classical.transformers.scaling import FNEDiscretizer, Standardizer
 
 
 @pytest.fixture(scope="module")

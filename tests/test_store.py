@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from featpipe.errors import FeatpipeError
-from featpipe.store import FAILED, OK, PENDING, FeatureStore, StoreWriter, rows_per_chunk
+from featpipe.store.layout import FAILED, OK, PENDING, rows_per_chunk
+from featpipe.store.reader import FeatureStore
+from featpipe.store.writer import StoreWriter
 
 LAYERS = {"stem": 3, "head": 5}
 

@@ -12,16 +12,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
 from featpipe.errors import FeatpipeError
-from featpipe.transformers import (
-    ClippedPCA,
-    ClippedUMAP,
-    FNEDiscretizer,
-    LayerL2Normalizer,
-    LayerSelector,
-    Standardizer,
-    feature_statistics,
-    select_layer_slices,
-)
+from featpipe.classical.transformers.reduction import ClippedPCA, ClippedUMAP
+from featpipe.classical.transformers.scaling import FNEDiscretizer, Standardizer, feature_statistics
+from featpipe.classical.transformers.layers import LayerL2Normalizer, LayerSelector, select_layer_slices
 
 SLICES = {"conv1": (0, 3), "conv2": (3, 7), "fc": (7, 9)}
 
@@ -145,7 +138,7 @@ def test_standardizer_rejects_bad_statistics():
 
 
 def test_feature_statistics_is_chunked_and_exact(monkeypatch):
-    import featpipe.transformers as transformers
+    import featpipe.classical.transformers.scaling as transformers
 
     monkeypatch.setattr(transformers, "_STATISTICS_CHUNK_ROWS", 7)  # several chunks
     X = _rng_X(n=50) * 1000 + 1e4
@@ -229,7 +222,7 @@ ARRAY_API_SCRIPT = textwrap.dedent(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.utils.estimator_checks import check_array_api_input
-    from featpipe.transformers import *
+    from featpipe.classical.transformers import *
 
     ten = {"a": (0, 4), "b": (4, 10)}  # sklearn's check uses 10 features
     for est in [LayerSelector(["b"], ten), LayerL2Normalizer(ten), Standardizer(),

@@ -1,0 +1,58 @@
+"""The classifiers a recipe ends in, by name, with their default grids' value ranges."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from featpipe.errors import FeatpipeError
+
+CLASSIFIERS = ("linearsvc", "svc", "logistic", "knn", "ridge")
+
+
+# Kornblith, Shlens & Le (CVPR 2019): 45 log-spaced L2 regularization strengths in
+# [1e-6, 1e5]; scikit-learn's C is the inverse strength, hence C in [1e-5, 1e6].
+KORNBLITH_C_GRID = sorted((1.0 / np.logspace(-6, 5, 45)).tolist())
+
+
+def _logspace(low: int, high: int) -> list[float]:
+    return np.logspace(low, high, high - low + 1).tolist()
+
+
+def make_classifier(name: str, random_state: int | None = 0):
+    """Build one of :data:`CLASSIFIERS` with featpipe's defaults.
+
+    Parameters
+    ----------
+    name : {"linearsvc", "svc", "logistic", "knn", "ridge"}
+    random_state : int or None, default=0
+
+    Returns
+    -------
+    estimator : scikit-learn classifier
+
+    Examples
+    --------
+    >>> make_classifier("logistic")
+    LogisticRegression(max_iter=1000, random_state=0)
+    """
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC, LinearSVC
+
+    factories: dict[str, Callable[[], object]] = {
+        # Discretized / normalized features with many columns need more than 1000 iterations.
+        "linearsvc": lambda: LinearSVC(C=1.0, max_iter=5000, random_state=random_state),
+        "svc": lambda: SVC(kernel="rbf", C=1.0, gamma="scale", random_state=random_state),
+        # lbfgs is multinomial for multi-class targets and supports the array API.
+        "logistic": lambda: LogisticRegression(
+            C=1.0, solver="lbfgs", max_iter=1000, random_state=random_state
+        ),
+        "knn": lambda: KNeighborsClassifier(n_neighbors=5),
+        "ridge": lambda: RidgeClassifier(alpha=1.0),
+    }
+    if name not in factories:
+        raise FeatpipeError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+    return factories[name]()
+

@@ -1,0 +1,195 @@
+"""Save and load fitted pipelines with ``skops.io`` (no pickle) plus their provenance.
+
+A model file is a skops archive holding one dict::
+
+    {"format": "featpipe-model/1", "featpipe_version": ..., "pipeline": <fitted Pipeline>,
+     "provenance": {backbone, weights sha256, layers, pooling, preprocessing, image size...},
+     "training": {recipe, best params, scores, class names...}}
+
+Loading audits the types in the file first (``skops.io.get_untrusted_types``). skops
+trusts scikit-learn and NumPy types itself; featpipe trusts its own estimator classes.
+Anything else is refused unless the caller trusts it explicitly (``--trust``).
+
+Example
+-------
+>>> import tempfile, pathlib
+>>> from sklearn.datasets import load_iris
+>>> from featpipe.classical.recipes import make_pipeline
+>>> X, y = load_iris(return_X_y=True)
+>>> pipe = make_pipeline("fne")[0].fit(X, y)
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "model.skops"
+>>> _ = save_model(path, pipe, provenance={"backbone": "none"}, training={"recipe": "fne"})
+>>> loaded, provenance, training = load_model(path)
+>>> (loaded.predict(X) == pipe.predict(X)).all(), provenance["backbone"]
+(np.True_, 'none')
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from featpipe import __version__
+from featpipe.errors import FeatpipeError
+from featpipe.fileio import atomic_write
+
+MODEL_FORMAT = "featpipe-model/1"
+
+
+def save_model(path, pipeline: Pipeline, *, provenance: Mapping, training: Mapping) -> Path:
+    """Save a fitted pipeline with its provenance and training summary.
+
+    The file is written under a temporary name in the same folder and renamed, so a
+    failure leaves nothing behind.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination (``.skops`` by convention); its folder is created if missing.
+    pipeline : Pipeline
+        A fitted pipeline (NumPy attributes; move array-API fits back to NumPy first).
+    provenance : dict
+        Where the features came from: backbone, weights sha256, layers, pooling,
+        preprocessing, image size... (JSON-like values).
+    training : dict
+        How the model was chosen: recipe, best parameters, scores, class names...
+
+    Returns
+    -------
+    Path
+    """
+    try:
+        check_is_fitted(pipeline)
+    except (NotFittedError, TypeError):
+        raise FeatpipeError(
+            "the pipeline is not fitted; fit it (or run a search) before saving"
+        ) from None
+    import skops.io as sio
+
+    payload = {
+        "format": MODEL_FORMAT,
+        "featpipe_version": __version__,
+        "pipeline": pipeline,
+        "provenance": dict(provenance),
+        "training": dict(training),
+    }
+    try:
+        data = sio.dumps(payload)
+    except (TypeError, NotImplementedError) as error:
+        raise FeatpipeError(
+            f"cannot save this model safely with skops: {_unserializable_parts(payload)} "
+            f"({' '.join(str(error).split())}); "
+            "use another reducer/classifier (e.g. pca instead of umap)"
+        ) from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, data)
+
+
+def _unserializable_parts(payload: Mapping) -> str:
+    import skops.io as sio
+
+    parts = []
+    pipeline = payload["pipeline"]
+    for name, step in getattr(pipeline, "steps", []):
+        try:
+            sio.dumps(step)
+        except Exception:  # noqa: BLE001 - we only want to name the culprit
+            parts.append(f"step {name!r} ({type(step).__name__})")
+    for key in ("provenance", "training"):
+        try:
+            sio.dumps(payload[key])
+        except Exception:  # noqa: BLE001
+            parts.append(f"the {key} dict")
+    return ", ".join(parts) or "the pipeline"
+
+
+def _is_featpipe_estimator(type_name: str) -> bool:
+    """True for featpipe's own estimator classes (importing featpipe modules only)."""
+    module_name, _, attribute = type_name.rpartition(".")
+    if module_name != "featpipe" and not module_name.startswith("featpipe."):
+        return False
+    try:
+        candidate = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError):
+        return False
+    return inspect.isclass(candidate) and issubclass(candidate, BaseEstimator)
+
+
+def untrusted_types(path) -> list[str]:
+    """Types in a model file that neither skops nor featpipe trusts by default.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    list of str
+        Sorted full type names; empty for a file featpipe would load as is.
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    if not path.is_file():
+        raise FeatpipeError(f"model file {path} does not exist; check the path")
+    try:
+        found = sio.get_untrusted_types(file=path)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        raise FeatpipeError(
+            f"{path} is not a featpipe model file (skops archive); save one with featpipe"
+        ) from None
+    return [name for name in found if not _is_featpipe_estimator(name)]
+
+
+def load_model(path, *, trusted: bool | Sequence[str] = False) -> tuple[Pipeline, dict, dict]:
+    """Load a model saved by :func:`save_model`, refusing unknown types.
+
+    Parameters
+    ----------
+    path : str or Path
+    trusted : bool or sequence of str, default=False
+        Types to allow beyond those trusted by default: True allows every type in the
+        file (only for files you trust), a sequence allows the named types.
+
+    Returns
+    -------
+    pipeline : Pipeline
+    provenance : dict
+    training : dict
+
+    Raises
+    ------
+    FeatpipeError
+        Missing file, not a model file, or untrusted types (listed in the message).
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    unknown = untrusted_types(path)
+    if trusted is not True:
+        allowed = set(trusted or ())
+        refused = [name for name in unknown if name not in allowed]
+        if refused:
+            raise FeatpipeError(
+                f"{path} contains types featpipe does not trust: {', '.join(refused)}; "
+                "if you trust the file, load it with --trust "
+                "(API: trusted=True or a list of type names)"
+            )
+    all_types = sio.get_untrusted_types(file=path)  # featpipe's own plus the allowed ones
+    payload = sio.load(path, trusted=all_types)
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise FeatpipeError(
+            f"{path} is a skops file but not a featpipe model ({MODEL_FORMAT}); "
+            "save one with featpipe"
+        )
+    return payload["pipeline"], dict(payload["provenance"]), dict(payload["training"])
+

@@ -1,0 +1,268 @@
+"""Hyper-parameter search over featpipe pipelines, with input checks and a preprocessing cache.
+
+:func:`run_search` wraps :class:`~sklearn.model_selection.GridSearchCV` (or
+``HalvingGridSearchCV``) with stratified, shuffled k-fold splits. With ``cache_dir`` the
+pipeline's fitted transformers are cached by :class:`joblib.Memory`, so a grid that only
+changes ``clf__*`` parameters fits each fold's preprocessing (standardization,
+discretization, PCA, UMAP) once instead of once per grid point.
+
+The cache is not free: joblib hashes every step's input and writes every step's output to
+disk. Measured on 2000 x 3120 float32 (3 folds, 4 values of C, 2 CPU cores): standardize +
+discretize cost ~40 ms per fit while hashing + storing a step's output costs ~70-100 ms, so
+caching the ``fne`` recipe made the search ~35 % slower (14.9 s -> 20.3 s cold, 17.5 s
+warm); caching PCA(256) made ``pca-svm`` ~2x faster (56.4 s -> 29.4 s cold, 11.7 s warm).
+Hence ``cache="auto"`` caches only pipelines with a ``reduce`` step.
+
+:func:`featpipe.classical.fastsearch.run_fast_search` is the faster default for grids over ``clf__C``
+of LinearSVC / LogisticRegression pipelines; this module's :func:`run_search` is the plain
+``GridSearchCV`` (``--search grid``) and the fallback for every other grid.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from featpipe.classical.validation import SCORINGS, _n_splits, validate_training_data
+from featpipe.errors import FeatpipeError
+
+
+@dataclass
+class SearchResult:
+    """Outcome of :func:`run_search`.
+
+    Attributes
+    ----------
+    best_estimator : Pipeline
+        Refit on all training data with the best parameters (without the cache).
+    best_params : dict
+    best_score : float
+        Mean cross-validated score of the best parameters.
+    cv_table : list of dict
+        One row per candidate: ``params``, ``mean_test_score``, ``std_test_score``,
+        ``mean_fit_time``, ``rank`` (plus ``iter`` and ``n_resources`` for halving search).
+    fit_seconds : float
+        Wall time of the whole search, refit included.
+    refit_seconds : float
+        Wall time of the final refit.
+    scoring : str
+    n_splits : int
+    extra : dict
+        Search-specific notes (e.g. what a specialised search decided), JSON-serializable.
+    """
+
+    best_estimator: Pipeline
+    best_params: dict
+    best_score: float
+    cv_table: list[dict]
+    fit_seconds: float
+    refit_seconds: float = 0.0
+    scoring: str = "accuracy"
+    n_splits: int = 5
+    extra: dict = field(default_factory=dict)
+
+
+def _check_grid(pipeline: Pipeline, param_grid: Mapping[str, Sequence]) -> dict[str, list]:
+    valid = pipeline.get_params(deep=True)
+    grid = {}
+    for name, values in param_grid.items():
+        if name not in valid:
+            steps = ", ".join(step for step, _ in pipeline.steps)
+            raise FeatpipeError(
+                f"grid parameter {name!r} does not exist in this pipeline (steps: {steps}); "
+                "use step__param names, e.g. clf__C"
+            )
+        if isinstance(values, str) or not isinstance(values, (Sequence, np.ndarray)):
+            values = [values]
+        values = list(values)
+        if not values:
+            raise FeatpipeError(f"grid parameter {name!r} has no values; give at least one")
+        grid[name] = values
+    return grid
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+def _cv_table(cv_results: Mapping) -> list[dict]:
+    rows = []
+    for i, params in enumerate(cv_results["params"]):
+        row = {
+            "params": {k: _jsonable(v) for k, v in params.items()},
+            "mean_test_score": float(cv_results["mean_test_score"][i]),
+            "std_test_score": float(cv_results["std_test_score"][i]),
+            "mean_fit_time": float(cv_results["mean_fit_time"][i]),
+            "rank": int(cv_results["rank_test_score"][i]),
+        }
+        for key in ("iter", "n_resources"):
+            if key in cv_results:
+                row[key] = int(cv_results[key][i])
+        rows.append(row)
+    return rows
+
+
+@contextmanager
+def invalid_grid_values():
+    """Turn scikit-learn's ``InvalidParameterError`` (a bad grid value) into one line."""
+    try:
+        yield
+    except ValueError as error:
+        if isinstance(error, FeatpipeError) or type(error).__name__ != "InvalidParameterError":
+            raise
+        message = " ".join(str(error).split())
+        raise FeatpipeError(f"invalid grid value: {message} Fix the --grid values.") from None
+
+
+def check_search_inputs(pipeline, param_grid, X, y, cv, scoring, class_names=None) -> dict:
+    """Check scoring, data and grid of a search; return the grid with list values."""
+    if scoring not in SCORINGS:
+        raise FeatpipeError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
+    validate_training_data(X, y, cv, class_names)
+    return _check_grid(pipeline, param_grid)
+
+
+def make_splitter(cv, random_state):
+    """Stratified shuffled k-fold for an integer ``cv``, else ``cv`` itself (a splitter).
+
+    Examples
+    --------
+    >>> make_splitter(3, random_state=0)
+    StratifiedKFold(n_splits=3, random_state=0, shuffle=True)
+    """
+    n_splits = _n_splits(cv)
+    if isinstance(cv, numbers.Integral):
+        return StratifiedKFold(n_splits, shuffle=True, random_state=random_state)
+    return cv
+
+
+def _make_search(pipeline, grid, *, cv, scoring, n_jobs, halving, random_state, verbose):
+    common = dict(
+        scoring=scoring, cv=cv, n_jobs=n_jobs, refit=True, verbose=verbose, error_score="raise"
+    )
+    if not halving:
+        return GridSearchCV(pipeline, grid, **common)
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import HalvingGridSearchCV
+
+    return HalvingGridSearchCV(pipeline, grid, factor=3, random_state=random_state, **common)
+
+
+def run_search(
+    pipeline: Pipeline,
+    param_grid: Mapping[str, Sequence],
+    X,
+    y,
+    *,
+    cv: int = 5,
+    scoring: str = "accuracy",
+    n_jobs: int | None = 1,
+    halving: bool = False,
+    random_state: int | None = 0,
+    cache_dir: str | Path | None = None,
+    cache: bool | str = "auto",
+    verbose: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> SearchResult:
+    """Cross-validated grid search over a pipeline, with stratified shuffled folds.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        E.g. from :func:`featpipe.recipes.make_pipeline`; it is cloned, not modified.
+    param_grid : dict of str to list
+        ``step__param`` names; an empty grid cross-validates the pipeline as is.
+    X : array of shape (n_samples, n_features)
+    y : array of shape (n_samples,)
+    cv : int, default=5
+        Number of stratified folds (shuffled with ``random_state``).
+    scoring : {"accuracy", "balanced_accuracy"}, default="accuracy"
+    n_jobs : int or None, default=1
+    halving : bool, default=False
+        Use successive halving (``HalvingGridSearchCV``, factor 3) instead of a full grid.
+    random_state : int or None, default=0
+    cache_dir : str or Path, default=None
+        Cache fitted transformers there with ``joblib.Memory`` (e.g. ``"cache/"``).
+    cache : bool or "auto", default="auto"
+        Whether to use ``cache_dir``: "auto" caches only pipelines with a ``reduce`` step,
+        the only preprocessing expensive enough to beat the hashing cost (see module notes).
+    verbose : int, default=0
+    class_names : sequence of str, default=None
+        Names used in error messages.
+
+    Returns
+    -------
+    SearchResult
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from featpipe.classical.recipes import make_pipeline
+    >>> X, y = load_iris(return_X_y=True)
+    >>> pipe, _ = make_pipeline("linear-probe")
+    >>> result = run_search(pipe, {"clf__C": [0.1, 1.0]}, X, y, cv=3)
+    >>> result.best_score > 0.9
+    True
+    """
+    grid = check_search_inputs(pipeline, param_grid, X, y, cv, scoring, class_names)
+    n_splits = _n_splits(cv)
+    splitter = make_splitter(cv, random_state)
+
+    pipeline = clone(pipeline)
+    cached = _use_cache(pipeline, cache_dir, cache)
+    if cached:
+        from joblib import Memory
+
+        pipeline.set_params(memory=Memory(location=str(cache_dir), verbose=0))
+    search = _make_search(
+        pipeline,
+        grid,
+        cv=splitter,
+        scoring=scoring,
+        n_jobs=n_jobs,
+        halving=halving,
+        random_state=random_state,
+        verbose=verbose,
+    )
+    start = time.perf_counter()
+    with invalid_grid_values():
+        search.fit(X, y)
+    fit_seconds = time.perf_counter() - start
+
+    best = search.best_estimator_
+    best.set_params(memory=None)  # fitted steps stay; a Memory object is not worth persisting
+    return SearchResult(
+        best_estimator=best,
+        best_params={k: _jsonable(v) for k, v in search.best_params_.items()},
+        best_score=float(search.best_score_),
+        cv_table=_cv_table(search.cv_results_),
+        fit_seconds=fit_seconds,
+        refit_seconds=float(getattr(search, "refit_time_", 0.0)),
+        scoring=scoring,
+        n_splits=n_splits,
+        extra={"search": "grid", "cache": str(cache_dir) if cached else None},
+    )
+
+
+def _use_cache(pipeline: Pipeline, cache_dir, cache) -> bool:
+    if cache not in (True, False, "auto"):
+        raise FeatpipeError(f"cache={cache!r} must be True, False or 'auto'")
+    if cache_dir is None or cache is False:
+        return False
+    return cache is True or "reduce" in pipeline.named_steps
+

@@ -1,0 +1,190 @@
+"""Dimensionality reduction that never asks for more components than the data allows: PCA, UMAP."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import (
+    check_is_fitted,
+    validate_data,
+)
+
+from featpipe.classical.transformers._base import (
+    _check_positive_int,
+    _float_input,
+    _FloatTransformerMixin,
+)
+
+
+class ClippedPCA(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
+    """PCA whose ``n_components`` is clipped to what the data allows at fit time.
+
+    ``min(n_components, n_samples, n_features)`` components are kept, so a recipe built for
+    large data (``pca:256``) still runs on a small training fold.
+
+    Parameters
+    ----------
+    n_components : int, default=256
+    whiten : bool, default=False
+    svd_solver : {"auto", "full", "covariance_eigh", "arpack", "randomized"}, default="auto"
+        Use ``"full"`` or ``"covariance_eigh"`` for array-API (torch/GPU) inputs.
+    random_state : int or None, default=None
+
+    Attributes
+    ----------
+    pca_ : sklearn.decomposition.PCA
+        The fitted PCA.
+    n_components_ : int
+        Components actually kept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(10, 5)).astype(np.float32)
+    >>> ClippedPCA(256).fit(X).n_components_
+    5
+    """
+
+    def __init__(self, n_components=256, whiten=False, svd_solver="auto", random_state=None):
+        self.n_components = n_components
+        self.whiten = whiten
+        self.svd_solver = svd_solver
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        """Fit PCA with the clipped number of components.
+
+        Returns
+        -------
+        self : ClippedPCA
+        """
+        from sklearn.decomposition import PCA
+
+        _check_positive_int(self.n_components, "ClippedPCA n_components")
+        X, _, _ = _float_input(self, X, reset=True)
+        self.n_components_ = min(self.n_components, X.shape[0], X.shape[1])
+        self.pca_ = PCA(
+            n_components=self.n_components_,
+            whiten=self.whiten,
+            svd_solver=self.svd_solver,
+            random_state=self.random_state,
+        ).fit(X)
+        return self
+
+    def transform(self, X):
+        """Project X on the principal components.
+
+        Returns
+        -------
+        X_reduced : array of shape (n_samples, n_components_)
+        """
+        check_is_fitted(self, "pca_")
+        X, _, _ = _float_input(self, X, reset=False)
+        return self.pca_.transform(X)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names ``pca0, pca1, ...``."""
+        check_is_fitted(self, "pca_")
+        return np.asarray([f"pca{i}" for i in range(self.n_components_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = self.svd_solver not in ("arpack", "randomized")
+        return tags
+
+
+class ClippedUMAP(TransformerMixin, BaseEstimator):
+    """UMAP (umap-learn) with ``n_neighbors`` and ``n_components`` clipped to the data.
+
+    ``n_neighbors <= n_samples - 1`` and ``n_components <= n_samples - 2`` (at least 1), so
+    small folds do not crash. Output is float32 (UMAP's embedding dtype). NumPy only.
+    UMAP embeds new samples jointly, so a sample's embedding depends on the batch it comes
+    in (fitted pipelines with UMAP cannot be saved with skops either: umap-learn keeps
+    numba functions that skops refuses to serialize).
+
+    Parameters
+    ----------
+    n_components : int, default=32
+    n_neighbors : int, default=15
+    min_dist : float, default=0.1
+    metric : str, default="euclidean"
+    random_state : int or None, default=None
+        An int makes the embedding reproducible (and UMAP single-threaded).
+
+    Attributes
+    ----------
+    umap_ : umap.UMAP
+        The fitted UMAP.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    >>> ClippedUMAP(n_components=2, random_state=0).fit_transform(X).shape
+    (30, 2)
+    """
+
+    def __init__(
+        self, n_components=32, n_neighbors=15, min_dist=0.1, metric="euclidean", random_state=None
+    ):
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.metric = metric
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        """Fit UMAP on X (unsupervised; y is ignored).
+
+        Returns
+        -------
+        self : ClippedUMAP
+        """
+        self._fit_embedding(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit UMAP and return the training embedding."""
+        return self._fit_embedding(X)
+
+    def _fit_embedding(self, X):
+        import umap  # slow import (numba); only when UMAP is used
+
+        _check_positive_int(self.n_components, "ClippedUMAP n_components")
+        _check_positive_int(self.n_neighbors, "ClippedUMAP n_neighbors")
+        X = validate_data(self, X, reset=True, dtype=np.float32, ensure_min_samples=3)
+        n_samples = X.shape[0]
+        self.n_neighbors_ = max(2, min(self.n_neighbors, n_samples - 1))
+        self.n_components_ = max(1, min(self.n_components, n_samples - 2))
+        self.umap_ = umap.UMAP(
+            n_components=self.n_components_,
+            n_neighbors=self.n_neighbors_,
+            min_dist=self.min_dist,
+            metric=self.metric,
+            random_state=self.random_state,
+            n_jobs=1 if self.random_state is not None else -1,
+        )
+        return np.asarray(self.umap_.fit_transform(X), dtype=np.float32)
+
+    def transform(self, X):
+        """Embed new samples.
+
+        Returns
+        -------
+        X_embedded : float32 array of shape (n_samples, n_components_)
+        """
+        check_is_fitted(self, "umap_")
+        X = validate_data(self, X, reset=False, dtype=np.float32)
+        return np.asarray(self.umap_.transform(X), dtype=np.float32)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names ``umap0, umap1, ...``."""
+        check_is_fitted(self, "umap_")
+        return np.asarray([f"umap{i}" for i in range(self.n_components_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.non_deterministic = self.random_state is None
+        return tags
+

@@ -1,0 +1,31 @@
+"""`featpipe evaluate`: score a fitted model on a labelled store."""
+
+from __future__ import annotations
+
+from featpipe.cli.output import parse_trust, print_json
+
+PREDICTION_FIELDS = ("id", "prediction", "error")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a fitted model on a labelled feature store")
+    p.add_argument("model")
+    p.add_argument("store")
+    p.add_argument("--split", default=None, help="evaluate only this split of the store")
+    p.add_argument("--report", default=None)
+    p.add_argument("--trust", action="append", default=[])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from featpipe.workflows.evaluate import evaluate_store
+
+    evaluation = evaluate_store(args.model, args.store, split=args.split,
+                                trusted=parse_trust(args.trust), report_dir=args.report)
+    if args.json:
+        print_json(evaluation)
+    else:
+        print(f"accuracy {evaluation['accuracy']:.4f}  balanced accuracy "
+              f"{evaluation['balanced_accuracy']:.4f}  on {evaluation['n_samples']} images")
+    return 0

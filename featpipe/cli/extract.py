@@ -1,0 +1,60 @@
+"""`featpipe extract`: images -> pooled multi-layer features in an HDF5 store."""
+
+from __future__ import annotations
+
+from featpipe.errors import UsageError
+
+PREDICTION_FIELDS = ("id", "prediction", "error")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("extract", help="extract pooled multi-layer features into an HDF5 store")
+    p.add_argument("source", help="class-per-folder directory, CSV manifest, file list or IDX file")
+    p.add_argument("--out", required=True, help="output .h5 store")
+    p.add_argument("--model", default=None, help="backbone (default: efficientnet_lite0)")
+    p.add_argument("--weights", default=None, help="local state_dict / safetensors file")
+    p.add_argument("--no-pretrained", action="store_true", help="random init (no download)")
+    p.add_argument("--layers", default="full", help="last | stages | full | comma-separated nodes")
+    p.add_argument("--pool", default="mean", help="mean | max | meanmax | none")
+    p.add_argument("--token-pool", default="cls", choices=["cls", "mean"], help="ViT token pooling")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: auto)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", default="float32", help="stored dtype: float32 | float16")
+    p.add_argument("--amp", default=None, help="bf16 | fp16 autocast on CUDA")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compression", default=None, help="lzf | gzip")
+    p.add_argument("--shard", default=None, help="K/N: extract the K-th of N slices of the inputs")
+    p.add_argument("--force", action="store_true", help="allow --pool none above the size cap")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from featpipe.extract.run import extract as run_extract
+    from featpipe.models.registry import DEFAULT_BACKBONE
+
+    result = run_extract(
+        args.source, args.out, model=args.model or DEFAULT_BACKBONE, weights=args.weights,
+        pretrained=not args.no_pretrained, layers=args.layers, pool=args.pool,
+        token_pool=args.token_pool, image_size=args.image_size, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, dtype=args.dtype, amp=args.amp,
+        channels_last=args.channels_last, compression=args.compression,
+        shard=_parse_shard(args.shard), overwrite=args.overwrite, force=args.force,
+        progress=not args.quiet)
+    resumed = " (resumed)" if result.resumed else ""
+    print(f"wrote {result.path}: {result.n_images} images, {result.n_failed} failed{resumed}, "
+          f"{result.images_per_second:.1f} img/s")
+    return 0
+
+
+def _parse_shard(spec: str | None) -> tuple[int, int] | None:
+    if spec is None:
+        return None
+    try:
+        k, n = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard must look like K/N (e.g. 0/4), got {spec!r}") from None
+    return k, n

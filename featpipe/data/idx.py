@@ -1,0 +1,70 @@
+"""The MNIST IDX format (optionally gzipped): magic numbers, arrays, the matching labels file."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from featpipe.errors import FeatpipeError
+
+_IDX_MAGIC = {3: 2051, 1: 2049}  # ndim -> magic number of uint8 IDX files
+
+
+def _idx_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise FeatpipeError(f"IDX file '{path}' does not exist")
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise FeatpipeError(f"IDX file '{path}' is a damaged gzip file ({exc})") from None
+    return data
+
+
+def _read_idx_magic(path: Path) -> int | None:
+    """The IDX magic number of a (possibly gzipped) file, or None if unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as handle:
+            return int.from_bytes(handle.read(4), "big")
+    except (OSError, EOFError):
+        return None
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read a uint8 IDX file with ``ndim`` dimensions, validating magic number and size."""
+    data = _idx_bytes(path)
+    magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if magic != _IDX_MAGIC[ndim]:
+        kind = "images (idx3)" if ndim == 3 else "labels (idx1)"
+        raise FeatpipeError(
+            f"'{path}' is not an IDX {kind} file of uint8 values (magic number {magic}, "
+            f"expected {_IDX_MAGIC[ndim]})"
+        )
+    header_end = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
+    expected = header_end + int(np.prod(shape))
+    if len(data) != expected:
+        raise FeatpipeError(
+            f"IDX file '{path}' holds {len(data) - header_end} data bytes but its header "
+            f"{shape} needs {expected - header_end}; the file is truncated or corrupt"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_end).reshape(shape)
+
+
+def _find_idx_labels(images_path: Path) -> Path | None:
+    """The labels file next to an images file, by the MNIST naming convention, if present."""
+    name = images_path.name.replace("images", "labels").replace("idx3", "idx1")
+    if name == images_path.name:
+        return None
+    stem = name[:-3] if name.endswith(".gz") else name
+    for candidate in (name, stem, stem + ".gz"):
+        if (images_path.parent / candidate).is_file():
+            return images_path.parent / candidate
+    return None
+

@@ -1,0 +1,344 @@
+"""Image sources -> :class:`~featpipe.data.imageset.ImageSet`: a class-per-folder directory, a CSV
+manifest, a plain file list, an MNIST-style IDX file, or in-memory arrays.
+
+Examples
+--------
+>>> from featpipe.data import open_source
+>>> images = open_source("data/clipart-mini/manifest.csv")
+>>> images.kind, len(images), images.class_names[:2]
+('manifest', 175, ['birds', 'bugs'])
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from featpipe.data.idx import _IDX_MAGIC, _find_idx_labels, _read_idx, _read_idx_magic
+from featpipe.data.imageset import ImageSet
+from featpipe.errors import FeatpipeError
+
+#: File extensions (lower case) that folder sources treat as images.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff",
+     ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+)
+
+
+_MANIFEST_COLUMNS = ("path", "label", "split")
+_LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+
+def open_source(spec: str | os.PathLike) -> ImageSet:
+    """Open an image source, choosing the reader from what ``spec`` points to.
+
+    A folder -> :func:`from_folder`; ``*.csv`` -> :func:`from_manifest`; ``*.txt``, ``*.lst``,
+    ``*.list`` -> :func:`from_file_list`; an IDX image file (``*idx3*`` name or IDX magic
+    number, optionally gzipped) -> :func:`from_idx`.
+
+    Examples
+    --------
+    >>> images = open_source("data/fashion-mnist/t10k-images-idx3-ubyte.gz")  # doctest: +SKIP
+    >>> images.kind, len(images)                                               # doctest: +SKIP
+    ('idx', 10000)
+    """
+    path = Path(spec)
+    if not path.exists():
+        raise FeatpipeError(
+            f"image source '{spec}' does not exist; give an image folder, a .csv manifest, "
+            "a .txt list of paths or an IDX file"
+        )
+    if path.is_dir():
+        return from_folder(path)
+    name = path.name.lower()
+    if name.endswith(".csv"):
+        return from_manifest(path)
+    if name.endswith(_LIST_SUFFIXES):
+        return from_file_list(path)
+    if "idx3" in name or _read_idx_magic(path) == _IDX_MAGIC[3]:
+        return from_idx(path)
+    raise FeatpipeError(
+        f"unknown image source format '{spec}'; give an image folder, a .csv manifest "
+        "(path,label[,split]), a .txt list of paths or an IDX images file"
+    )
+
+
+def from_folder(path: str | os.PathLike) -> ImageSet:
+    """Read a folder of images, one sub-folder per class (or a flat, unlabelled folder).
+
+    Image files are found recursively inside each class folder (symlinks followed); hidden
+    files/folders and files without an image extension (:data:`IMAGE_EXTENSIONS`) are
+    ignored. Inputs are ordered by class, then by relative path; ids are the relative paths
+    with ``/`` separators. A folder holding images directly and no class sub-folders is
+    unlabelled.
+
+    Examples
+    --------
+    >>> images = from_folder("data/flowers")   # data/flowers/<class>/<image>  # doctest: +SKIP
+    >>> images.ids[0], images.labels[0]          # doctest: +SKIP
+    ('daisy/100080576_f52e8ee070_n.jpg', 'daisy')
+    """
+    root = Path(path).resolve()
+    if not root.is_dir():
+        raise FeatpipeError(f"image folder '{path}' does not exist or is not a folder")
+    top_files, class_dirs = _visible_entries(root)
+    loose_images = [f for f in top_files if _is_image_name(f)]
+    labelled = []
+    for class_dir in class_dirs:
+        relpaths = _images_below(root / class_dir, root)
+        labelled.extend((class_dir, rel) for rel in relpaths)
+    if loose_images and labelled:
+        raise FeatpipeError(
+            f"image folder '{path}' mixes images at its top level with class sub-folders; "
+            "move the loose images into a class folder (or list inputs in a manifest)"
+        )
+    if not loose_images and not labelled:
+        raise FeatpipeError(
+            f"image folder '{path}' contains no images (extensions: "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    if loose_images:
+        ids = sorted(loose_images)
+        labels = None
+    else:
+        labelled.sort()
+        ids = [rel for _, rel in labelled]
+        labels = [label for label, _ in labelled]
+    items = [str(root / rel) for rel in ids]
+    return ImageSet(items=items, ids=ids, labels=labels, splits=None, root=str(root),
+                    kind="folder")
+
+
+def from_manifest(csv_path: str | os.PathLike) -> ImageSet:
+    """Read a CSV manifest with header ``path,label[,split]``.
+
+    Relative paths are resolved against the manifest's folder (absolute paths are kept) and
+    also serve as ids. ``label`` must be filled on every row or left empty on every row
+    (unlabelled). When a ``split`` column is present every row needs a split.
+
+    Examples
+    --------
+    >>> images = from_manifest("data/pets.csv")  # doctest: +SKIP
+    >>> images.splits[:2]                         # doctest: +SKIP
+    ['train', 'train']
+    """
+    csv_path = Path(csv_path)
+    rows = _read_manifest_rows(csv_path)
+    has_label = [bool(label) for _, _, label, _ in rows]
+    if any(has_label) and not all(has_label):
+        line = rows[has_label.index(not has_label[0])][0]
+        raise FeatpipeError(
+            f"{csv_path}:{line}: some rows have a label and others do not; "
+            "fill the label column on every row or leave it empty on every row"
+        )
+    root = csv_path.resolve().parent
+    ids = _check_unique([(line, _normalise_path(p)) for line, p, _, _ in rows], csv_path)
+    splits = [split for _, _, _, split in rows]
+    return ImageSet(
+        items=[str(root / i) for i in ids], ids=ids,
+        labels=[label for _, _, label, _ in rows] if all(has_label) else None,
+        splits=splits if splits[0] is not None else None,
+        root=str(root), kind="manifest",
+    )
+
+
+def from_file_list(txt_path: str | os.PathLike) -> ImageSet:
+    """Read a text file with one image path per line (unlabelled).
+
+    Blank lines and lines starting with ``#`` are skipped; relative paths are resolved against
+    the list file's folder. Ids are the resulting absolute paths.
+
+    Examples
+    --------
+    >>> images = from_file_list("data/query.txt")  # doctest: +SKIP
+    >>> images.labels is None                        # doctest: +SKIP
+    True
+    """
+    txt_path = Path(txt_path)
+    root = txt_path.resolve().parent
+    entries = []
+    with _open_user_text(txt_path) as lines:
+        for line_no, line in enumerate(lines, start=1):
+            text = line.strip()
+            if text and not text.startswith("#"):
+                entries.append((line_no, os.path.normpath(root / text)))
+    if not entries:
+        raise FeatpipeError(f"image list '{txt_path}' lists no images; put one path per line")
+    ids = _check_unique(entries, txt_path)
+    return ImageSet(items=list(ids), ids=ids, labels=None, splits=None, root=str(root),
+                    kind="list")
+
+
+def from_idx(images_path: str | os.PathLike,
+             labels_path: str | os.PathLike | None = None) -> ImageSet:
+    """Read MNIST-style IDX files (raw or gzipped) into in-memory uint8 arrays.
+
+    When ``labels_path`` is None, a labels file next to the images is used if it exists
+    (``...images-idx3...`` -> ``...labels-idx1...``); otherwise the set is unlabelled. Labels
+    become strings (``'0'`` .. ``'9'``).
+
+    Examples
+    --------
+    >>> images = from_idx("t10k-images-idx3-ubyte.gz")  # doctest: +SKIP
+    >>> images.items[0].shape, images.labels[0], images.ids[0]  # doctest: +SKIP
+    ((28, 28), '9', 'idx:t10k-images-idx3-ubyte.gz#0')
+    """
+    images_path = Path(images_path)
+    pixels = _read_idx(images_path, ndim=3)
+    if labels_path is None:
+        labels_path = _find_idx_labels(images_path)
+    labels = None
+    if labels_path is not None:
+        values = _read_idx(Path(labels_path), ndim=1)
+        if len(values) != len(pixels):
+            raise FeatpipeError(
+                f"IDX labels file '{labels_path}' has {len(values)} labels but "
+                f"'{images_path}' has {len(pixels)} images; pass the matching labels file"
+            )
+        labels = [str(int(v)) for v in values]
+    return ImageSet(
+        items=list(pixels), ids=[f"idx:{images_path.name}#{i}" for i in range(len(pixels))],
+        labels=labels, splits=None, root=str(images_path.resolve().parent), kind="idx",
+    )
+
+
+def from_arrays(images: Sequence[Any] | np.ndarray | torch.Tensor,
+                labels: Sequence[Any] | None = None) -> ImageSet:
+    """Wrap in-memory images (PIL images, numpy arrays, tensors) as an ImageSet.
+
+    A stacked array/tensor is split along its first axis. Labels may be any hashable and are
+    converted with ``str``. Ids are ``'array:<i>'``; entries that are paths (``str`` or
+    ``os.PathLike``) are kept as paths with their absolute path as id.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = from_arrays(np.zeros((2, 8, 8, 3), np.uint8), labels=[0, 1])
+    >>> s.ids, s.labels
+    (['array:0', 'array:1'], ['0', '1'])
+    """
+    items = list(images)
+    if not items:
+        raise FeatpipeError("from_arrays got no images; pass a non-empty list or array")
+    if labels is not None:
+        labels = [str(label) for label in labels]
+        if len(labels) != len(items):
+            raise FeatpipeError(
+                f"from_arrays got {len(items)} images but {len(labels)} labels; "
+                "pass one label per image"
+            )
+    ids, stored = [], []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            item = os.path.abspath(item)
+            ids.append(item)
+        else:
+            ids.append(f"array:{i}")
+        stored.append(item)
+    return ImageSet(items=stored, ids=ids, labels=labels, splits=None, root=None,
+                    kind="arrays")
+
+
+def _visible_entries(folder: Path) -> tuple[list[str], list[str]]:
+    """Names of the non-hidden files and sub-folders directly in ``folder``."""
+    files, dirs = [], []
+    for entry in os.scandir(folder):
+        if entry.name.startswith("."):
+            continue
+        (dirs if entry.is_dir() else files).append(entry.name)
+    return files, dirs
+
+
+def _images_below(folder: Path, root: Path) -> list[str]:
+    """Relative (posix) paths of the image files below ``folder``, following symlinks once."""
+    found, seen = [], set()
+    for current, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:  # symlink loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel_dir = Path(current).relative_to(root)
+        found.extend(
+            (rel_dir / name).as_posix() for name in filenames
+            if not name.startswith(".") and _is_image_name(name)
+        )
+    return found
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _open_user_text(path: Path):
+    """Open a user's text file (UTF-8, BOM tolerated) or raise a one-line FeatpipeError."""
+    if not path.is_file():
+        raise FeatpipeError(f"file '{path}' does not exist")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _read_manifest_rows(csv_path: Path) -> list[tuple[int, str, str, str | None]]:
+    """Parse a manifest into ``(line, path, label, split_or_None)`` tuples, validating as it goes."""
+    with _open_user_text(csv_path) as handle:
+        reader = csv.reader(handle)
+        header = [name.strip().lower() for name in next(reader, [])]
+        _check_manifest_header(header, csv_path)
+        has_split = "split" in header
+        rows = []
+        for fields in reader:
+            line = reader.line_num
+            if not any(field.strip() for field in fields):
+                continue
+            if len(fields) != len(header):
+                raise FeatpipeError(
+                    f"{csv_path}:{line}: expected {len(header)} comma-separated fields "
+                    f"({','.join(header)}), found {len(fields)}; quote paths that contain commas"
+                )
+            record = dict(zip(header, (field.strip() for field in fields)))
+            if not record["path"]:
+                raise FeatpipeError(f"{csv_path}:{line}: empty path; every row needs a path")
+            if has_split and not record["split"]:
+                raise FeatpipeError(
+                    f"{csv_path}:{line}: empty split; give every row a split or drop the column"
+                )
+            rows.append((line, record["path"], record["label"], record.get("split")))
+    if not rows:
+        raise FeatpipeError(f"manifest '{csv_path}' has a header but no rows")
+    return rows
+
+
+def _check_manifest_header(header: list[str], csv_path: Path) -> None:
+    unknown = [name for name in header if name not in _MANIFEST_COLUMNS]
+    missing = [name for name in ("path", "label") if name not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        found = ",".join(header) if header else "nothing"
+        raise FeatpipeError(
+            f"{csv_path}:1: bad manifest header '{found}'; expected 'path,label' or "
+            "'path,label,split'"
+        )
+
+
+def _normalise_path(path: str) -> str:
+    """Manifest path -> id: normalised, ``/``-separated, relative unless given absolute."""
+    return Path(os.path.normpath(path)).as_posix()
+
+
+def _check_unique(entries: list[tuple[int, str]], source: Path) -> list[str]:
+    """Return the ids of ``(line, id)`` entries, refusing an id listed twice."""
+    first_line: dict[str, int] = {}
+    for line, key in entries:
+        if key in first_line:
+            raise FeatpipeError(
+                f"{source}:{line}: '{key}' is already listed on line {first_line[key]}; "
+                "list each image once"
+            )
+        first_line[key] = line
+    return [key for _, key in entries]
+

@@ -1,0 +1,270 @@
+"""Stage 1: images -> backbone -> pooled activations of many layers -> HDF5 feature store.
+
+One forward pass per batch captures every requested layer; a background thread writes whole
+batches while the next one is computed. The store is written under ``OUT.partial`` and renamed
+to ``OUT`` only when complete, so a finished store is never half-written. Re-running the same
+call after a crash resumes: batches are aligned to input positions (``[k*B, (k+1)*B)``), so a
+resumed run computes exactly the batches an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from featpipe import __version__
+from featpipe.data.imageset import ImageSet
+from featpipe.data.loading import DecodedImages, collate_decoded
+from featpipe.data.sources import open_source
+from featpipe.errors import FeatpipeError, UsageError
+from featpipe.extract.background import _BackgroundWriter, _progress_bar
+from featpipe.fileio import checked_output, exclusive_lock
+from featpipe.models import DEFAULT_BACKBONE, Backbone, create_backbone
+from featpipe.models.capture import FeatureCapture
+from featpipe.models.device import resolve_device
+from featpipe.models.layers import resolve_layers
+from featpipe.models.pooling import POOLING
+from featpipe.store.reader import FeatureStore
+from featpipe.store.writer import StoreWriter
+
+DTYPES = ("float32", "float16")
+COMPRESSION = (None, "lzf", "gzip")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# Settings that must match for a partial store to be resumed.
+RESUME_KEYS = ("model", "weights", "weights_sha256", "preprocessing", "layers", "layer_dims",
+               "pool", "token_pool", "dtype", "compression", "input_fingerprint", "index_range")
+
+
+@dataclass
+class ExtractionResult:
+    """What one :func:`extract` call did."""
+
+    path: Path
+    n_images: int
+    n_failed: int
+    n_computed: int
+    seconds: float
+    resumed: bool
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
+
+
+def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike, *,
+            model: str = DEFAULT_BACKBONE, weights: str | os.PathLike | None = None,
+            pretrained: bool = True, layers: str | Sequence[str] = "full", pool: str = "mean",
+            token_pool: str = "cls", image_size: int | None = None, batch_size: int = 32,
+            workers: int | None = None, device: str = "auto", dtype: str = "float32",
+            amp: str | None = None, channels_last: bool = False, compression: str | None = None,
+            shard: tuple[int, int] | None = None, overwrite: bool = False, force: bool = False,
+            progress: bool = True) -> ExtractionResult:
+    """Extract pooled activations of ``layers`` for every image of ``source`` into ``out``.
+
+    Parameters
+    ----------
+    source : path, spec or ImageSet
+        A class-per-folder directory, a CSV manifest, a file list, an IDX file, or an ImageSet.
+    out : path
+        The HDF5 store to write. An unfinished ``OUT.partial`` from an earlier run with the same
+        settings is resumed.
+    model, weights, pretrained, image_size
+        Backbone choice (see :func:`featpipe.backbones.create_backbone`).
+    layers : str or list of str
+        A preset (``last``, ``stages``, ``full``), comma-separated node names, or a list.
+    pool : {"mean", "max", "meanmax", "none"}
+    shard : (k, n), optional
+        Extract only the k-th of n contiguous slices of the inputs (rows keep global indices).
+
+    Examples
+    --------
+    >>> from featpipe.extract.run import extract
+    >>> result = extract("data/clipart-mini", "clipart.h5", layers="full")   # doctest: +SKIP
+    """
+    _validate_options(batch_size=batch_size, dtype=dtype, pool=pool, amp=amp,
+                      compression=compression, workers=workers)
+    image_set = source if isinstance(source, ImageSet) else open_source(source)
+    index = np.arange(len(image_set), dtype=np.int64)
+    if shard is not None:
+        image_set, index = _shard(image_set, index, shard)
+    out = checked_output(out, overwrite=overwrite)
+    partial = out.with_name(out.name + ".partial")
+    with exclusive_lock(out):
+        dev = resolve_device(device)
+        backbone = create_backbone(model, weights=weights, pretrained=pretrained,
+                                   image_size=image_size)
+        capture = FeatureCapture(backbone, resolve_layers(backbone, layers), pool=pool,
+                                 token_pool=token_pool, force=force, amp=AMP_DTYPES.get(amp),
+                                 channels_last=channels_last).to(dev)
+        provenance = build_provenance(backbone, capture, image_set, index, pool=pool,
+                                      token_pool=token_pool, dtype=dtype, compression=compression,
+                                      device=dev, amp=amp, channels_last=channels_last)
+        resumed = _prepare_partial(partial, provenance, image_set, index, capture.layer_dims,
+                                   dtype, compression, overwrite)
+        started = time.perf_counter()
+        n_computed = _run(partial, image_set, backbone, capture, dev, batch_size=batch_size,
+                          workers=workers, dtype=dtype, progress=progress)
+        seconds = time.perf_counter() - started
+        os.replace(partial, out)
+    store = FeatureStore.open(out)
+    return ExtractionResult(path=out, n_images=len(store.ok_rows), n_failed=len(store.failures),
+                            n_computed=n_computed, seconds=seconds, resumed=resumed)
+
+
+def _validate_options(*, batch_size, dtype, pool, amp, compression, workers) -> None:
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if pool not in POOLING:
+        raise UsageError(f"--pool must be one of {', '.join(POOLING)}, got {pool!r}")
+    if amp is not None and amp not in AMP_DTYPES:
+        raise UsageError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+    if compression not in COMPRESSION:
+        raise UsageError(f"--compression must be lzf or gzip, got {compression!r}")
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {workers}")
+
+
+def _shard(image_set: ImageSet, index: np.ndarray, shard: tuple[int, int]):
+    k, n = shard
+    if not (n >= 1 and 0 <= k < n):
+        raise UsageError(f"--shard must be K/N with 0 <= K < N, got {k}/{n}")
+    lo, hi = len(index) * k // n, len(index) * (k + 1) // n
+    if lo == hi:
+        raise FeatpipeError(f"shard {k}/{n} of {len(index)} images is empty")
+    return image_set.subset(range(lo, hi)), index[lo:hi]
+
+
+def build_provenance(backbone: Backbone, capture: FeatureCapture, image_set: ImageSet,
+                     index: np.ndarray, *, pool: str, token_pool: str, dtype: str,
+                     compression: str | None, device: torch.device, amp: str | None,
+                     channels_last: bool) -> dict:
+    """Everything needed to reproduce (or refuse to mix) these features."""
+    import timm
+    import torchvision
+
+    return {
+        "model": backbone.name,
+        "family": backbone.family,
+        "weights": backbone.weights,
+        "weights_sha256": backbone.weights_sha256,
+        "preprocessing": backbone.preprocessing.to_dict(),
+        "image_size": backbone.preprocessing.image_size,
+        "layers": list(capture.layer_dims),
+        "layer_dims": dict(capture.layer_dims),
+        "pool": pool,
+        "token_pool": token_pool,
+        "dtype": dtype,
+        "compression": compression,
+        "input_fingerprint": image_set.fingerprint(),
+        "index_range": [int(index[0]), int(index[-1]) + 1] if len(index) else [0, 0],
+        "n_inputs": len(image_set),
+        "source": {"kind": image_set.kind, "root": image_set.root},
+        "device": str(device),
+        "amp": amp,
+        "channels_last": channels_last,
+        "featpipe_version": __version__,
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "timm_version": timm.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _prepare_partial(partial: Path, provenance: dict, image_set: ImageSet, index: np.ndarray,
+                     layer_dims: dict, dtype: str, compression: str | None,
+                     overwrite: bool) -> bool:
+    """Create ``partial``, or keep it for resuming. Returns True when resuming."""
+    if partial.exists() and not overwrite:
+        try:
+            existing = FeatureStore.open(partial, allow_partial=True).provenance
+        except FeatpipeError:
+            existing = None  # unreadable (killed mid-write): start over, the result is the same
+        if existing is not None:
+            changed = [k for k in RESUME_KEYS if existing.get(k) != provenance.get(k)]
+            if changed:
+                raise FeatpipeError(
+                    f"{partial} holds an unfinished extraction with different settings "
+                    f"({', '.join(changed)}); re-run with the same settings to resume it or "
+                    "pass --overwrite to discard it")
+            return True
+    StoreWriter.create(
+        partial, layer_dims=layer_dims, ids=image_set.ids, labels=image_set.label_indices(),
+        class_names=image_set.class_names, splits=image_set.splits, index=index,
+        provenance=provenance, dtype=dtype, compression=compression).close()
+    return False
+
+
+def aligned_batches(pending: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Group pending row positions by their fixed batch ``position // batch_size``."""
+    if not len(pending):
+        return []
+    groups = pending // batch_size
+    cuts = np.flatnonzero(np.diff(groups)) + 1
+    return [chunk.tolist() for chunk in np.split(pending, cuts)]
+
+
+def default_workers(n_batches: int) -> int:
+    """Decode in worker processes unless the job is too small to repay their start-up."""
+    if n_batches < 3:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _run(partial: Path, image_set: ImageSet, backbone: Backbone, capture: FeatureCapture,
+         dev: torch.device, *, batch_size: int, workers: int | None, dtype: str,
+         progress: bool) -> int:
+    with contextlib.closing(StoreWriter.reopen(partial)) as writer:
+        batches = aligned_batches(writer.pending_positions(), batch_size)
+    n_workers = default_workers(len(batches)) if workers is None else workers
+    dataset = DecodedImages(image_set, transform=backbone.preprocessing,
+                            size_hint=backbone.preprocessing.resize_size)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=n_workers,
+                        collate_fn=collate_decoded, pin_memory=dev.type == "cuda")
+    # Start the decoding workers before the HDF5 file is opened: no handle crosses a fork.
+    batch_iter = iter(loader)
+    writer = StoreWriter.reopen(partial)
+    n_computed = 0
+    with _BackgroundWriter(writer) as background, _progress_bar(progress, batches) as bar:
+        micro = [batch_size]
+        for positions, images, failures in batch_iter:
+            features = {}
+            if images is not None:
+                features = _forward_batch(capture, images.to(dev, non_blocking=True), micro)
+                features = {name: values.cpu().numpy().astype(dtype, copy=False)
+                            for name, values in features.items()}
+            background.put(positions, features, failures)
+            n_computed += len(positions)
+            bar.update(len(positions) + len(failures))
+    writer.finish()
+    return n_computed
+
+
+def _forward_batch(capture: FeatureCapture, images: torch.Tensor, micro: list[int]) -> dict:
+    """Run ``capture`` on ``images``; on CUDA out-of-memory halve the micro-batch and retry."""
+    while True:
+        try:
+            parts = [capture(chunk) for chunk in images.split(micro[0])]
+            break
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if micro[0] == 1:
+                raise FeatpipeError("out of GPU memory even with a batch of one image; use "
+                                    "a smaller --image-size or --device cpu") from None
+            micro[0] = max(1, micro[0] // 2)
+    if len(parts) == 1:
+        return parts[0]
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+

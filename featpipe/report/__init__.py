@@ -1,0 +1,2 @@
+"""Results people read: test metrics, JSON and Markdown reports, confusion-matrix and comparison
+plots."""

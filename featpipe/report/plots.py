@@ -1,0 +1,154 @@
+"""Figures (no display needed): the confusion matrix, and several runs compared side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from featpipe.errors import FeatpipeError
+from featpipe.fileio import atomic_write
+from featpipe.report.markdown import _table
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)  # Agg canvas: no display, no global backend switch
+    return figure
+
+
+def _confusion_figure(evaluation: Mapping):
+    matrix = np.asarray(evaluation["confusion_matrix"])
+    names = evaluation["labels"]
+    size = min(4 + 0.45 * len(names), 24)
+    figure = _new_figure(size, size)
+    ax = figure.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=ax, fraction=0.046)
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, names, rotation=90)
+    ax.set_yticks(ticks, names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(
+        f"accuracy {evaluation['accuracy']:.3f}, balanced {evaluation['balanced_accuracy']:.3f}"
+    )
+    if len(names) <= 30:
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if count > threshold else "black",
+            )
+    figure.tight_layout()
+    return figure
+
+
+def _run_summary(run: Mapping) -> dict:
+    """Headline numbers of a run: a report dict is summarised, a flat dict is used as is."""
+    if "evaluation" not in run and "search" not in run:
+        return {
+            key: value
+            for key, value in run.items()
+            if value is None or isinstance(value, (str, int, float))
+        }
+    evaluation = run.get("evaluation") or {}
+    search = run.get("search") or {}
+    meta = run.get("meta") or {}
+    return {
+        "cv score": search.get("best_score"),
+        "test accuracy": evaluation.get("accuracy"),
+        "balanced accuracy": evaluation.get("balanced_accuracy"),
+        "features": meta.get("n_features"),
+        "fit s": search.get("fit_seconds"),
+        "predict s": evaluation.get("predict_seconds"),
+    }
+
+
+def _summaries(runs: Mapping[str, Mapping]) -> tuple[dict[str, dict], list[str]]:
+    if not runs:
+        raise FeatpipeError("no runs to compare; give at least one")
+    summaries = {name: _run_summary(run) for name, run in runs.items()}
+    columns: list[str] = []
+    for summary in summaries.values():
+        columns += [
+            key for key, value in summary.items() if key not in columns and value is not None
+        ]
+    return summaries, columns
+
+
+def comparison_table(runs: Mapping[str, Mapping]) -> str:
+    """Several runs side by side as one Markdown table.
+
+    Parameters
+    ----------
+    runs : mapping of str to dict
+        Run name -> a report dict (:func:`build_report`, or ``report.json`` loaded), or a
+        flat dict of numbers (each key becomes a column).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> print(comparison_table({"fne": {"test_accuracy": 0.9, "features": 3120},
+    ...                         "last layer": {"test_accuracy": 0.85, "features": 1280}}))
+    | run | test_accuracy | features |
+    |---|---|---|
+    | fne | 0.9000 | 3120 |
+    | last layer | 0.8500 | 1280 |
+    """
+    summaries, columns = _summaries(runs)
+    rows = [
+        [name] + [summary.get(column) for column in columns] for name, summary in summaries.items()
+    ]
+    return "\n".join(_table(["run"] + columns, rows))
+
+
+def comparison_plot(runs: Mapping[str, Mapping], path) -> Path:
+    """Bar chart PNG of each run's accuracy-like columns (names with "accuracy" or "score").
+
+    Parameters
+    ----------
+    runs : mapping of str to dict
+        As for :func:`comparison_table`.
+    path : str or Path
+        PNG to write (atomically).
+
+    Returns
+    -------
+    Path
+    """
+    summaries, columns = _summaries(runs)
+    metrics = [c for c in columns if "accuracy" in c or "score" in c]
+    if not metrics:
+        raise FeatpipeError("the runs have no accuracy or score values to plot")
+    figure = _new_figure(max(4.0, 1.6 * len(summaries) + 2), 3.8)
+    ax = figure.add_subplot()
+    x = np.arange(len(summaries))
+    width = 0.8 / len(metrics)
+    for k, metric in enumerate(metrics):
+        values = [float(s.get(metric) or 0.0) for s in summaries.values()]
+        bars = ax.bar(
+            x + (k - (len(metrics) - 1) / 2) * width, values, width, label=metric.replace("_", " ")
+        )
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks(x, list(summaries), fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("score")
+    ax.legend(loc="lower right", fontsize=7)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=100))
+

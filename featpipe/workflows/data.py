@@ -1,0 +1,107 @@
+"""Training and held-out rows of a store: splits, stratified hold-outs, label alignment, and
+loading only features compatible with a model's provenance.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from featpipe.errors import FeatpipeError, UsageError
+from featpipe.provenance import check_same_features
+from featpipe.store.reader import FeatureSet, FeatureStore
+
+
+def split_train_test(store: FeatureStore, layers: list[str], *, test=None, test_split=None,
+                     train_split=None, seed: int = 0) -> tuple[FeatureSet, FeatureSet | None]:
+    """Resolve the training rows and the held-out rows (None when there is no test set).
+
+    ``test`` is another store; ``test_split`` a fraction to hold out (stratified, seeded) or a
+    split name of this store. Without either, a store with a 'test' split uses it.
+    """
+    if not len(store.ok_rows):
+        raise FeatpipeError(f"{store.path.name} holds no successfully extracted images "
+                            f"({len(store.failures)} failed); see 'featpipe info {store.path}'")
+    if not store.has_labels:
+        raise FeatpipeError(f"{store.path.name} has no labels; extract from a class-per-folder "
+                            "directory or a manifest with a label column to train")
+    if test is not None:
+        held_out = load_compatible(FeatureStore.open(test), store.provenance, layers)
+        train = store.load(layers, split=train_split)
+        return train, align_labels(held_out, train.class_names)
+    fraction = _fraction(test_split)
+    if fraction is not None:
+        data = store.load(layers, split=train_split)
+        return _stratified_holdout(data, fraction, seed)
+    split_name = test_split
+    if split_name is None and store.splits is not None and "test" in set(store.splits):
+        split_name = "test"
+    if split_name is None:
+        return store.load(layers, split=train_split), None
+    held_out = store.load(layers, split=split_name)
+    if train_split is not None:
+        return store.load(layers, split=train_split), held_out
+    data = store.load(layers)
+    return subset(data, data.splits != split_name), held_out
+
+
+def _fraction(test_split) -> float | None:
+    if test_split is None:
+        return None
+    try:
+        value = float(test_split)
+    except (TypeError, ValueError):
+        return None
+    if not 0 < value < 1:
+        raise UsageError(f"--test-split fraction must be between 0 and 1, got {test_split}")
+    return value
+
+
+def _stratified_holdout(data: FeatureSet, fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    positions = np.arange(len(data.y))
+    try:
+        train_pos, test_pos = train_test_split(positions, test_size=fraction, stratify=data.y,
+                                               random_state=seed)
+    except ValueError as exc:
+        raise FeatpipeError(f"cannot hold out {fraction:g} of the images per class: {exc}") from None
+    return subset(data, np.sort(train_pos)), subset(data, np.sort(test_pos))
+
+
+def subset(data: FeatureSet, selection) -> FeatureSet:
+    """The rows ``selection`` (boolean mask or positions) of ``data``."""
+    return FeatureSet(
+        X=data.X[selection], y=None if data.y is None else data.y[selection],
+        layer_slices=data.layer_slices, class_names=data.class_names, ids=data.ids[selection],
+        index=data.index[selection],
+        splits=None if data.splits is None else data.splits[selection],
+        provenance=data.provenance)
+
+
+def load_compatible(store: FeatureStore, expected: dict, layers: Sequence[str],
+                    split: str | None = None) -> FeatureSet:
+    check_same_features({**expected, "layers": list(layers),
+                         "layer_dims": {n: expected["layer_dims"][n] for n in layers}},
+                        store.provenance, store.path.name)
+    return store.load(list(layers), split=split)
+
+
+def align_labels(data: FeatureSet, class_names: list[str]) -> FeatureSet:
+    """Re-express ``data.y`` as indices into ``class_names`` (matching by name)."""
+    if data.y is None:
+        raise FeatpipeError("the evaluation store has no labels")
+    if list(data.class_names) == list(class_names):
+        return data
+    unknown = sorted(set(data.class_names[i] for i in np.unique(data.y)) - set(class_names))
+    if unknown:
+        raise FeatpipeError(f"classes {', '.join(unknown)} are not among the model's classes "
+                            f"({', '.join(class_names)})")
+    mapping = np.array([class_names.index(n) if n in class_names else -1
+                        for n in data.class_names])
+    aligned = subset(data, slice(None))
+    aligned.y = mapping[data.y]
+    aligned.class_names = list(class_names)
+    return aligned
+

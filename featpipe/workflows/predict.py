@@ -1,0 +1,76 @@
+"""`featpipe predict`'s workflow: predict a store, or images re-extracted exactly like the model's."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from featpipe.provenance import check_same_features
+from featpipe.store.reader import FeatureStore
+from featpipe.workflows.data import load_compatible
+
+
+def predict_source(model_path, source, *, trusted=False, batch_size: int = 32,
+                   device: str = "auto") -> dict:
+    """Predict every input of ``source`` (a store, or images re-extracted like the model's)."""
+    from featpipe.classical.persist import load_model
+
+    pipeline, provenance, training = load_model(model_path, trusted=trusted)
+    if _is_store(source):
+        return _predict_store(pipeline, provenance, training, FeatureStore.open(source))
+    tmp = Path(tempfile.mkdtemp(prefix="featpipe-predict-"))
+    try:
+        store = extract_like(provenance, source, tmp / "features.h5", batch_size=batch_size,
+                             device=device)
+        return _predict_store(pipeline, provenance, training, store)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_store(source) -> bool:
+    path = Path(source)
+    return path.is_file() and path.suffix in (".h5", ".hdf5")
+
+
+def extract_like(provenance: dict, source, out: Path, *, batch_size: int = 32,
+                 device: str = "auto") -> FeatureStore:
+    """Extract ``source`` with exactly the backbone settings recorded in ``provenance``."""
+    from featpipe.extract.run import extract
+
+    weights = provenance.get("weights") or ""
+    extract(source, out, model=provenance["model"],
+            weights=weights[len("file:"):] if weights.startswith("file:") else None,
+            pretrained=weights != "random-init", layers=provenance["layers"],
+            pool=provenance["pool"], token_pool=provenance["token_pool"],
+            image_size=provenance["image_size"], dtype=provenance.get("dtype") or "float32",
+            batch_size=batch_size, device=device, progress=False)
+    store = FeatureStore.open(out)
+    check_same_features(provenance, store.provenance, "the re-extracted images")
+    return store
+
+
+def _predict_store(pipeline, provenance: dict, training: dict, store: FeatureStore) -> dict:
+    data = load_compatible(store, provenance, provenance["layers"])
+    class_names = list(training["class_names"])
+    started = time.perf_counter()
+    predicted = pipeline.predict(data.X) if len(data.X) else np.empty(0, dtype=np.int64)
+    proba = pipeline.predict_proba(data.X) if hasattr(pipeline, "predict_proba") and len(
+        data.X) else None
+    seconds = time.perf_counter() - started
+    rows = {}
+    for k, (input_index, image_id) in enumerate(zip(data.index.tolist(), data.ids.tolist())):
+        row = {"id": image_id, "prediction": class_names[int(predicted[k])]}
+        if proba is not None:
+            row.update({f"p_{c}": f"{p:.6f}" for c, p in zip(class_names, proba[k])})
+        rows[input_index] = row
+    for input_index, reason in store.failures:
+        position = int(np.flatnonzero(store.index == input_index)[0])
+        rows[input_index] = {"id": str(store.ids[position]), "prediction": "", "error": reason}
+    return {"rows": [rows[i] for i in sorted(rows)],
+            "proba_classes": class_names if proba is not None else [],
+            "predict_seconds": seconds}
+
