@@ -29,7 +29,7 @@ def _runs(last_layer: str) -> dict:
 
 
 def run(data: Path, out_dir: Path, image_size: int, cv: int) -> str:
-    from featpipe.extract.run import extract
+    from featpipe.extract import extract
     from featpipe.report.plots import comparison_plot, comparison_table
     from featpipe.store.reader import FeatureStore
     from featpipe.workflows.fit import fit_store

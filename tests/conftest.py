@@ -46,7 +46,7 @@ def shapes_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lite0_store(tmp_path_factory, shapes_folder) -> Path:
     """The shapes folder extracted with the real Lite0 weights, `full` layers, at 64 px."""
-    from featpipe.extract.run import extract
+    from featpipe.extract import extract
 
     out = tmp_path_factory.mktemp("stores") / "shapes.h5"
     extract(shapes_folder, out, layers="full", image_size=64, batch_size=8, progress=False)

@@ -204,8 +204,20 @@ def test_download_failure_is_a_featpipe_error(monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
-    with pytest.raises(FeatpipeError, match=r"could not download pretrained weights for torchvision:resnet18.*--weights PATH"):
+    with pytest.raises(FeatpipeError, match=r"could not download pretrained weights for torchvision:resnet18.*`weights=PATH`"):
         create_backbone("torchvision:resnet18")
+
+
+def test_download_failure_is_worded_with_flags_on_the_command_line(monkeypatch, capsys):
+    from featpipe.cli import main
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr("timm.models._builder.load_pretrained", offline)
+    assert main(["layers", "timm:resnet18"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "pass --weights PATH or use random init --no-pretrained" in err
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from sklearn.base import clone
 
-import featpipe.extract.run
+import featpipe.extract
 from featpipe.errors import FeatpipeError
 from featpipe.workflows.estimator import FrozenFeatureClassifier, content_digest
 from featpipe.data.sources import from_arrays, from_folder
@@ -20,13 +20,13 @@ def paths_and_labels(shapes_folder):
 @pytest.fixture
 def counted_extract(monkeypatch):
     calls = []
-    real = featpipe.extract.run.extract
+    real = featpipe.extract.extract
 
     def counting(*args, **kwargs):
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(featpipe.extract.run, "extract", counting)
+    monkeypatch.setattr(featpipe.extract, "extract", counting)
     return calls
 
 

@@ -16,7 +16,8 @@ from featpipe.models.capture import FeatureCapture
 from featpipe.models.layers import resolve_layers
 from featpipe.errors import FeatpipeError
 from featpipe.fileio import exclusive_lock
-from featpipe.extract.run import aligned_batches, extract
+from featpipe.extract import extract
+from featpipe.extract.run import aligned_batches
 from featpipe.data.sources import from_folder
 from featpipe.data.decode import load_rgb
 from featpipe.store.reader import FeatureStore
@@ -101,7 +102,7 @@ def test_user_errors_are_one_line(tmp_path, shapes_folder):
         extract(shapes_folder, tmp_path / "missing" / "f.h5", progress=False)
     with pytest.raises(FeatpipeError, match="unknown layer|not a layer|blocks.99"):
         extract(shapes_folder, tmp_path / "f.h5", layers="blocks.99", progress=False)
-    with pytest.raises(FeatpipeError, match="batch-size"):
+    with pytest.raises(FeatpipeError, match="`batch_size` must be >= 1"):
         extract(shapes_folder, tmp_path / "f.h5", batch_size=0, progress=False)
 
 

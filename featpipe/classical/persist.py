@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -124,6 +125,37 @@ def _is_featpipe_estimator(type_name: str) -> bool:
     return inspect.isclass(candidate) and issubclass(candidate, BaseEstimator)
 
 
+#: Modules of featpipe's estimators in files written before the package layout of 0.2, and where
+#: those classes live now. skops names each object's class by module path; a legacy name is
+#: mapped on load (never executed), so old model files keep loading and predicting.
+LEGACY_MODULES = {"featpipe.transformers": "featpipe.classical.transformers"}
+
+
+def _read_archive(path) -> bytes:
+    """The bytes of a model file, with legacy module paths mapped to today's."""
+    path = Path(path)
+    if not path.is_file():
+        raise FeatpipeError(f"model file {path} does not exist; check the path")
+    data = path.read_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = archive.read("schema.json").decode("utf-8")
+            mapped = schema
+            for old, new in LEGACY_MODULES.items():
+                mapped = mapped.replace(f'"__module__": "{old}"', f'"__module__": "{new}"')
+            if mapped == schema:
+                return data
+            members = {name: archive.read(name) for name in archive.namelist()}
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError):
+        return data  # reported by the caller as "not a featpipe model file"
+    members["schema.json"] = mapped.encode("utf-8")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
 def untrusted_types(path) -> list[str]:
     """Types in a model file that neither skops nor featpipe trusts by default.
 
@@ -138,11 +170,8 @@ def untrusted_types(path) -> list[str]:
     """
     import skops.io as sio
 
-    path = Path(path)
-    if not path.is_file():
-        raise FeatpipeError(f"model file {path} does not exist; check the path")
     try:
-        found = sio.get_untrusted_types(file=path)
+        found = sio.get_untrusted_types(data=_read_archive(path))
     except (zipfile.BadZipFile, KeyError, ValueError, OSError):
         raise FeatpipeError(
             f"{path} is not a featpipe model file (skops archive); save one with featpipe"
@@ -184,8 +213,9 @@ def load_model(path, *, trusted: bool | Sequence[str] = False) -> tuple[Pipeline
                 "if you trust the file, load it with --trust "
                 "(API: trusted=True or a list of type names)"
             )
-    all_types = sio.get_untrusted_types(file=path)  # featpipe's own plus the allowed ones
-    payload = sio.load(path, trusted=all_types)
+    data = _read_archive(path)
+    all_types = sio.get_untrusted_types(data=data)  # featpipe's own plus the allowed ones
+    payload = sio.loads(data, trusted=all_types)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise FeatpipeError(
             f"{path} is a skops file but not a featpipe model ({MODEL_FORMAT}); "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from featpipe.cli.output import parse_trust, print_json
 
-PREDICTION_FIELDS = ("id", "prediction", "error")
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a fitted model on a labelled feature store")

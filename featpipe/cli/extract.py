@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from featpipe.errors import UsageError
 
-PREDICTION_FIELDS = ("id", "prediction", "error")
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("extract", help="extract pooled multi-layer features into an HDF5 store")
@@ -33,21 +31,33 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from featpipe.extract.run import extract as run_extract
-    from featpipe.models.registry import DEFAULT_BACKBONE
+    from featpipe.extract import extract
 
-    result = run_extract(
-        args.source, args.out, model=args.model or DEFAULT_BACKBONE, weights=args.weights,
-        pretrained=not args.no_pretrained, layers=args.layers, pool=args.pool,
-        token_pool=args.token_pool, image_size=args.image_size, batch_size=args.batch_size,
-        workers=args.workers, device=args.device, dtype=args.dtype, amp=args.amp,
-        channels_last=args.channels_last, compression=args.compression,
-        shard=_parse_shard(args.shard), overwrite=args.overwrite, force=args.force,
-        progress=not args.quiet)
+    result = extract(args.source, args.out, spec_from_args(args), batch_size=args.batch_size,
+                     workers=args.workers, device=args.device, shard=_parse_shard(args.shard),
+                     overwrite=args.overwrite, progress=not args.quiet)
     resumed = " (resumed)" if result.resumed else ""
     print(f"wrote {result.path}: {result.n_images} images, {result.n_failed} failed{resumed}, "
           f"{result.images_per_second:.1f} img/s")
     return 0
+
+
+def spec_from_args(args):
+    """The :class:`~featpipe.spec.ExtractionSpec` that ``featpipe extract``'s options describe."""
+    from featpipe.spec import DEFAULT_BACKBONE, ExtractionSpec
+
+    return ExtractionSpec(
+        model=args.model or DEFAULT_BACKBONE, weights=args.weights,
+        pretrained=not args.no_pretrained, layers=parse_layers(args.layers), pool=args.pool,
+        token_pool=args.token_pool, image_size=args.image_size, dtype=args.dtype,
+        compression=args.compression, amp=args.amp, channels_last=args.channels_last,
+        force=args.force)
+
+
+def parse_layers(text: str) -> str | tuple[str, ...]:
+    """``full`` -> ``'full'``; ``a,b`` -> ``('a', 'b')``."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    return names[0] if len(names) == 1 else names
 
 
 def _parse_shard(spec: str | None) -> tuple[int, int] | None:
@@ -56,5 +66,5 @@ def _parse_shard(spec: str | None) -> tuple[int, int] | None:
     try:
         k, n = (int(part) for part in spec.split("/"))
     except ValueError:
-        raise UsageError(f"--shard must look like K/N (e.g. 0/4), got {spec!r}") from None
+        raise UsageError(f"`shard` must look like K/N (e.g. 0/4), got {spec!r}") from None
     return k, n

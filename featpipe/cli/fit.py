@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-PREDICTION_FIELDS = ("id", "prediction", "error")
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("fit", help="tune and fit a classifier on a feature store")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from featpipe.cli.output import print_json
 
-PREDICTION_FIELDS = ("id", "prediction", "error")
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("layers", help="list a backbone's capturable layers and presets")

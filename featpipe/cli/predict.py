@@ -5,11 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import sys
-import tempfile
-from pathlib import Path
 
 from featpipe.cli.output import parse_trust
-from featpipe.errors import FeatpipeError
+from featpipe.fileio import atomic_write, checked_output
 
 PREDICTION_FIELDS = ("id", "prediction", "error")
 
@@ -29,6 +27,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from featpipe.workflows.predict import predict_source
 
+    if args.out is not None:
+        checked_output(args.out)  # before the work, not after it
     predictions = predict_source(args.model, args.source, trusted=parse_trust(args.trust),
                                  batch_size=args.batch_size, device=args.device)
     _write_predictions(predictions, args.out)
@@ -46,11 +46,6 @@ def _write_predictions(predictions: dict, out: str | None) -> None:
     if out is None:
         sys.stdout.write(buffer.getvalue())
         return
-    path = Path(out)
-    if not path.parent.is_dir():
-        raise FeatpipeError(f"output folder {path.parent} does not exist")
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(buffer.getvalue())
-    Path(tmp.name).replace(path)
+    path = atomic_write(checked_output(out), buffer.getvalue())
     n_failed = sum(1 for row in predictions["rows"] if row.get("error"))
     print(f"wrote {path}: {len(predictions['rows']) - n_failed} predictions, {n_failed} failed")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-PREDICTION_FIELDS = ("id", "prediction", "error")
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("recipes", help="list the named recipes and their default grids")

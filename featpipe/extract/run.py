@@ -15,7 +15,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,22 +27,16 @@ from featpipe.data.sources import open_source
 from featpipe.errors import FeatpipeError, UsageError
 from featpipe.extract.background import _BackgroundWriter, _progress_bar
 from featpipe.fileio import checked_output, exclusive_lock
-from featpipe.models import DEFAULT_BACKBONE, Backbone, create_backbone
+from featpipe.models import Backbone, create_backbone
 from featpipe.models.capture import FeatureCapture
 from featpipe.models.device import resolve_device
 from featpipe.models.layers import resolve_layers
-from featpipe.models.pooling import POOLING
+from featpipe.provenance import resume_differences
+from featpipe.spec import ExtractionSpec
 from featpipe.store.reader import FeatureStore
 from featpipe.store.writer import StoreWriter
 
-DTYPES = ("float32", "float16")
-COMPRESSION = (None, "lzf", "gzip")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-# Settings that must match for a partial store to be resumed.
-RESUME_KEYS = ("model", "weights", "weights_sha256", "preprocessing", "layers", "layer_dims",
-               "pool", "token_pool", "dtype", "compression", "input_fingerprint", "index_range")
 
 
 @dataclass
@@ -62,38 +55,39 @@ class ExtractionResult:
         return self.n_computed / self.seconds if self.seconds > 0 else float("nan")
 
 
-def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike, *,
-            model: str = DEFAULT_BACKBONE, weights: str | os.PathLike | None = None,
-            pretrained: bool = True, layers: str | Sequence[str] = "full", pool: str = "mean",
-            token_pool: str = "cls", image_size: int | None = None, batch_size: int = 32,
-            workers: int | None = None, device: str = "auto", dtype: str = "float32",
-            amp: str | None = None, channels_last: bool = False, compression: str | None = None,
-            shard: tuple[int, int] | None = None, overwrite: bool = False, force: bool = False,
-            progress: bool = True) -> ExtractionResult:
-    """Extract pooled activations of ``layers`` for every image of ``source`` into ``out``.
+def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
+            spec: ExtractionSpec | None = None, *, batch_size: int = 32,
+            workers: int | None = None, device: str = "auto",
+            shard: tuple[int, int] | None = None, overwrite: bool = False,
+            progress: bool = True, **settings) -> ExtractionResult:
+    """Extract the features ``spec`` describes for every image of ``source`` into ``out``.
 
     Parameters
     ----------
-    source : path, spec or ImageSet
+    source : path or ImageSet
         A class-per-folder directory, a CSV manifest, a file list, an IDX file, or an ImageSet.
     out : path
         The HDF5 store to write. An unfinished ``OUT.partial`` from an earlier run with the same
         settings is resumed.
-    model, weights, pretrained, image_size
-        Backbone choice (see :func:`featpipe.backbones.create_backbone`).
-    layers : str or list of str
-        A preset (``last``, ``stages``, ``full``), comma-separated node names, or a list.
-    pool : {"mean", "max", "meanmax", "none"}
+    spec : ExtractionSpec, optional
+        Backbone, weights, layers, pooling, image size, stored dtype... (default: the defaults).
+    **settings
+        Changes to ``spec`` by field name, e.g. ``layers="last", image_size=128``.
+    batch_size, workers, device
+        How to run: images per forward pass, decoding processes (None: chosen from the cores),
+        ``auto``/``cpu``/``cuda``/``cuda:N``.
     shard : (k, n), optional
         Extract only the k-th of n contiguous slices of the inputs (rows keep global indices).
+    overwrite : bool
+        Replace an existing store (and discard an unfinished one).
 
     Examples
     --------
-    >>> from featpipe.extract.run import extract
+    >>> from featpipe.extract import extract
     >>> result = extract("data/clipart-mini", "clipart.h5", layers="full")   # doctest: +SKIP
     """
-    _validate_options(batch_size=batch_size, dtype=dtype, pool=pool, amp=amp,
-                      compression=compression, workers=workers)
+    spec = (spec or ExtractionSpec()).replace(**settings)
+    _validate_run_options(batch_size=batch_size, workers=workers)
     image_set = source if isinstance(source, ImageSet) else open_source(source)
     index = np.arange(len(image_set), dtype=np.int64)
     if shard is not None:
@@ -102,19 +96,18 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike, *,
     partial = out.with_name(out.name + ".partial")
     with exclusive_lock(out):
         dev = resolve_device(device)
-        backbone = create_backbone(model, weights=weights, pretrained=pretrained,
-                                   image_size=image_size)
-        capture = FeatureCapture(backbone, resolve_layers(backbone, layers), pool=pool,
-                                 token_pool=token_pool, force=force, amp=AMP_DTYPES.get(amp),
-                                 channels_last=channels_last).to(dev)
-        provenance = build_provenance(backbone, capture, image_set, index, pool=pool,
-                                      token_pool=token_pool, dtype=dtype, compression=compression,
-                                      device=dev, amp=amp, channels_last=channels_last)
+        backbone = create_backbone(spec.model, weights=spec.weights, pretrained=spec.pretrained,
+                                   image_size=spec.image_size)
+        capture = FeatureCapture(backbone, resolve_layers(backbone, spec.layers), pool=spec.pool,
+                                 token_pool=spec.token_pool, force=spec.force,
+                                 amp=AMP_DTYPES.get(spec.amp),
+                                 channels_last=spec.channels_last).to(dev)
+        provenance = build_provenance(backbone, capture, spec, image_set, index, dev)
         resumed = _prepare_partial(partial, provenance, image_set, index, capture.layer_dims,
-                                   dtype, compression, overwrite)
+                                   spec, overwrite)
         started = time.perf_counter()
         n_computed = _run(partial, image_set, backbone, capture, dev, batch_size=batch_size,
-                          workers=workers, dtype=dtype, progress=progress)
+                          workers=workers, dtype=spec.dtype, progress=progress)
         seconds = time.perf_counter() - started
         os.replace(partial, out)
     store = FeatureStore.open(out)
@@ -122,59 +115,45 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike, *,
                             n_computed=n_computed, seconds=seconds, resumed=resumed)
 
 
-def _validate_options(*, batch_size, dtype, pool, amp, compression, workers) -> None:
+def _validate_run_options(*, batch_size, workers) -> None:
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if pool not in POOLING:
-        raise UsageError(f"--pool must be one of {', '.join(POOLING)}, got {pool!r}")
-    if amp is not None and amp not in AMP_DTYPES:
-        raise UsageError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
-    if compression not in COMPRESSION:
-        raise UsageError(f"--compression must be lzf or gzip, got {compression!r}")
+        raise UsageError(f"`batch_size` must be >= 1, got {batch_size}")
     if workers is not None and workers < 0:
-        raise UsageError(f"--workers must be >= 0, got {workers}")
+        raise UsageError(f"`workers` must be >= 0, got {workers}")
 
 
 def _shard(image_set: ImageSet, index: np.ndarray, shard: tuple[int, int]):
     k, n = shard
     if not (n >= 1 and 0 <= k < n):
-        raise UsageError(f"--shard must be K/N with 0 <= K < N, got {k}/{n}")
+        raise UsageError(f"`shard` must be K/N with 0 <= K < N, got {k}/{n}")
     lo, hi = len(index) * k // n, len(index) * (k + 1) // n
     if lo == hi:
         raise FeatpipeError(f"shard {k}/{n} of {len(index)} images is empty")
     return image_set.subset(range(lo, hi)), index[lo:hi]
 
 
-def build_provenance(backbone: Backbone, capture: FeatureCapture, image_set: ImageSet,
-                     index: np.ndarray, *, pool: str, token_pool: str, dtype: str,
-                     compression: str | None, device: torch.device, amp: str | None,
-                     channels_last: bool) -> dict:
-    """Everything needed to reproduce (or refuse to mix) these features."""
+def build_provenance(backbone: Backbone, capture: FeatureCapture, spec: ExtractionSpec,
+                     image_set: ImageSet, index: np.ndarray, device: torch.device) -> dict:
+    """Everything needed to reproduce (or refuse to mix) these features: the spec's recorded
+    settings as resolved (backbone name, layers, image size) plus the derived values
+    (:data:`featpipe.provenance.DERIVED`)."""
     import timm
     import torchvision
 
+    resolved = spec.replace(model=backbone.name, layers=tuple(capture.layer_dims),
+                            image_size=backbone.preprocessing.image_size)
     return {
-        "model": backbone.name,
-        "family": backbone.family,
+        **resolved.provenance_fields(),
         "weights": backbone.weights,
         "weights_sha256": backbone.weights_sha256,
         "preprocessing": backbone.preprocessing.to_dict(),
-        "image_size": backbone.preprocessing.image_size,
-        "layers": list(capture.layer_dims),
+        "family": backbone.family,
         "layer_dims": dict(capture.layer_dims),
-        "pool": pool,
-        "token_pool": token_pool,
-        "dtype": dtype,
-        "compression": compression,
         "input_fingerprint": image_set.fingerprint(),
         "index_range": [int(index[0]), int(index[-1]) + 1] if len(index) else [0, 0],
         "n_inputs": len(image_set),
         "source": {"kind": image_set.kind, "root": image_set.root},
         "device": str(device),
-        "amp": amp,
-        "channels_last": channels_last,
         "featpipe_version": __version__,
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
@@ -184,8 +163,7 @@ def build_provenance(backbone: Backbone, capture: FeatureCapture, image_set: Ima
 
 
 def _prepare_partial(partial: Path, provenance: dict, image_set: ImageSet, index: np.ndarray,
-                     layer_dims: dict, dtype: str, compression: str | None,
-                     overwrite: bool) -> bool:
+                     layer_dims: dict, spec: ExtractionSpec, overwrite: bool) -> bool:
     """Create ``partial``, or keep it for resuming. Returns True when resuming."""
     if partial.exists() and not overwrite:
         try:
@@ -193,17 +171,17 @@ def _prepare_partial(partial: Path, provenance: dict, image_set: ImageSet, index
         except FeatpipeError:
             existing = None  # unreadable (killed mid-write): start over, the result is the same
         if existing is not None:
-            changed = [k for k in RESUME_KEYS if existing.get(k) != provenance.get(k)]
+            changed = resume_differences(existing, provenance)
             if changed:
                 raise FeatpipeError(
                     f"{partial} holds an unfinished extraction with different settings "
                     f"({', '.join(changed)}); re-run with the same settings to resume it or "
-                    "pass --overwrite to discard it")
+                    "pass `overwrite=True` to discard it")
             return True
     StoreWriter.create(
         partial, layer_dims=layer_dims, ids=image_set.ids, labels=image_set.label_indices(),
         class_names=image_set.class_names, splits=image_set.splits, index=index,
-        provenance=provenance, dtype=dtype, compression=compression).close()
+        provenance=provenance, dtype=spec.dtype, compression=spec.compression).close()
     return False
 
 
@@ -262,7 +240,7 @@ def _forward_batch(capture: FeatureCapture, images: torch.Tensor, micro: list[in
             torch.cuda.empty_cache()
             if micro[0] == 1:
                 raise FeatpipeError("out of GPU memory even with a batch of one image; use "
-                                    "a smaller --image-size or --device cpu") from None
+                                    "a smaller `image_size` or `device='cpu'`") from None
             micro[0] = max(1, micro[0] // 2)
     if len(parts) == 1:
         return parts[0]

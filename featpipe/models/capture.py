@@ -16,7 +16,8 @@ from featpipe.errors import FeatpipeError
 from featpipe.models.backbone import Backbone
 from featpipe.models.device import model_device
 from featpipe.models.layers import _check_choice, _trace, list_layers, resolve_layers
-from featpipe.models.pooling import POOLING, TOKEN_POOLING, pool_features
+from featpipe.models.pooling import pool_features
+from featpipe.spec import POOLING, TOKEN_POOLING
 
 METHODS = ("hooks", "fx")
 
@@ -99,7 +100,7 @@ class FeatureCapture(nn.Module):
             name, dim = next(iter(too_big.items()))
             raise FeatpipeError(
                 f"layer {name!r} gives {dim} features per image with pool='none' (limit "
-                f"{max_flat_features}); use pool='mean' or force=True / --force"
+                f"{max_flat_features}); use `pool='mean'` or `force=True`"
             )
 
     def train(self, mode: bool = True) -> FeatureCapture:

@@ -31,7 +31,7 @@ from torch import nn
 from featpipe.errors import FeatpipeError
 from featpipe.models.backbone import Backbone
 from featpipe.models.device import model_device
-from featpipe.models.pooling import POOLING
+from featpipe.spec import POOLING
 
 PRESETS = ("last", "stages", "full")
 _ACTIVATION_MODULES = (

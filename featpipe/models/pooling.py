@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import torch
 
-POOLING = ("mean", "max", "meanmax", "none")
-TOKEN_POOLING = ("cls", "mean")
-
 
 def pool_features(x: torch.Tensor, pool: str = "mean", token_pool: str = "cls") -> torch.Tensor:
     """Pool a batch of activations to ``(N, D)`` float32, on the tensor's device.

@@ -25,8 +25,7 @@ from pathlib import Path
 from featpipe.errors import FeatpipeError
 from featpipe.models.backbone import Backbone
 from featpipe.models.weights import load_weights_file
-
-DEFAULT_BACKBONE = "efficientnet_lite0"
+from featpipe.spec import DEFAULT_BACKBONE
 
 #: ``factory(architecture, pretrained, image_size) -> Backbone``
 Factory = Callable[[str, bool, "int | None"], Backbone]

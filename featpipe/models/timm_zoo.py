@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import functools
-import urllib.error
 
 import torch
 
-from featpipe.errors import FeatpipeError
 from featpipe.models.backbone import Backbone
 from featpipe.models.preprocessing import INTERPOLATIONS, Preprocessing, _resize_for
 from featpipe.models.registry import register_backbone
-from featpipe.models.weights import seeded_create
+from featpipe.models.weights import build_model
 
 
 @functools.cache
@@ -26,18 +24,9 @@ def _create_timm(name: str, pretrained: bool, image_size: int | None) -> Backbon
     kwargs = {}
     if image_size is not None and _timm_fixed_input_size(name):
         kwargs["img_size"] = int(image_size)
-    try:
-        if pretrained:
-            model = _timm_create(name, pretrained=True, **kwargs)
-        else:
-            model = seeded_create(_timm_create, name, pretrained=False, **kwargs)
-    except (urllib.error.URLError, OSError, RuntimeError) as exc:
-        if not pretrained:
-            raise
-        raise FeatpipeError(
-            f"could not download pretrained weights for timm:{name} (no internet?); "
-            f"pass --weights PATH or use random init ({type(exc).__name__})"
-        ) from None
+    model = build_model(f"timm:{name}", pretrained,
+                        lambda: _timm_create(name, pretrained=True, **kwargs),
+                        lambda: _timm_create(name, pretrained=False, **kwargs))
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     tag = cfg.get("hf_hub_id") or cfg.get("tag") or name
     return Backbone(

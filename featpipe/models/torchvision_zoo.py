@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import urllib.error
 from pathlib import Path
 
 import torch
@@ -13,7 +12,7 @@ from featpipe.errors import FeatpipeError
 from featpipe.models.backbone import Backbone
 from featpipe.models.preprocessing import Preprocessing
 from featpipe.models.registry import register_backbone
-from featpipe.models.weights import file_sha256, seeded_create
+from featpipe.models.weights import build_model, file_sha256
 
 
 @functools.cache
@@ -34,20 +33,13 @@ def _create_torchvision(name: str, pretrained: bool, image_size: int | None) -> 
         kwargs["image_size"] = int(image_size)  # fixed-size architectures build for one size
     if pretrained and default_weights is None:
         raise FeatpipeError(
-            f"torchvision has no pretrained weights for {name}; pass pretrained=False or --weights PATH"
+            f"torchvision has no pretrained weights for {name}; pass `pretrained=False` or `weights=PATH`"
         )
     try:
-        if pretrained:
-            model = torchvision.models.get_model(name, weights=default_weights, **kwargs)
-        else:
-            model = seeded_create(torchvision.models.get_model, name, weights=None, **kwargs)
-    except (urllib.error.URLError, OSError, RuntimeError) as exc:
-        if not pretrained:
-            raise
-        raise FeatpipeError(
-            f"could not download pretrained weights for torchvision:{name} (no internet?); "
-            f"pass --weights PATH or use random init ({type(exc).__name__})"
-        ) from None
+        model = build_model(
+            f"torchvision:{name}", pretrained,
+            lambda: torchvision.models.get_model(name, weights=default_weights, **kwargs),
+            lambda: torchvision.models.get_model(name, weights=None, **kwargs))
     except (TypeError, ValueError) as exc:
         raise FeatpipeError(f"cannot build torchvision:{name} with {kwargs}: {exc}") from None
     return Backbone(

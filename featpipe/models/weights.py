@@ -7,7 +7,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Mapping
+import urllib.error
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,23 @@ def load_weights_file(model: torch.nn.Module, path: Path) -> str:
     model.load_state_dict(state, strict=True)
     return file_sha256(path)
 
+
+#: What a failed download of pretrained weights raises (offline, proxy, corrupt cache).
+DOWNLOAD_ERRORS = (urllib.error.URLError, OSError, RuntimeError)
+
+
+def build_model(backbone_name: str, pretrained: bool, download: Callable[[], torch.nn.Module],
+                random_init: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """``download()`` the pretrained model, or ``random_init()`` it with the fixed seed.
+
+    A failed download becomes one line that says what to do offline.
+    """
+    if not pretrained:
+        return seeded_create(random_init)
+    try:
+        return download()
+    except DOWNLOAD_ERRORS as exc:
+        raise FeatpipeError(
+            f"could not download pretrained weights for {backbone_name} (no internet?); pass "
+            f"`weights=PATH` or use random init `pretrained=False` ({type(exc).__name__})"
+        ) from None

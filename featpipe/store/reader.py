@@ -146,7 +146,7 @@ class FeatureStore:
         if split is not None:
             if self.splits is None:
                 raise FeatpipeError(f"{self.path.name} has no split column; extract from a "
-                                    "manifest with a 'split' column or use --test-split")
+                                    "manifest with a 'split' column or use `test_split`")
             selected = selected[self.splits[selected] == split]
             if not len(selected):
                 raise FeatpipeError(f"{self.path.name} has no rows in split '{split}' "

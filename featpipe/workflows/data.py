@@ -54,7 +54,7 @@ def _fraction(test_split) -> float | None:
     except (TypeError, ValueError):
         return None
     if not 0 < value < 1:
-        raise UsageError(f"--test-split fraction must be between 0 and 1, got {test_split}")
+        raise UsageError(f"`test_split` fraction must be between 0 and 1, got {test_split}")
     return value
 
 

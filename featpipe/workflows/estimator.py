@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from featpipe.data.imageset import ImageSet
 from featpipe.errors import FeatpipeError
+from featpipe.spec import ExtractionSpec
 from featpipe.store.reader import FeatureSet, FeatureStore
 from featpipe.workflows.fit import TrainingSpec, fit_features
-
-_EXTRACTION_PARAMS = ("backbone", "weights", "pretrained", "layers", "pool", "image_size")
 
 
 class FrozenFeatureClassifier(ClassifierMixin, BaseEstimator):
@@ -132,19 +130,23 @@ class FrozenFeatureClassifier(ClassifierMixin, BaseEstimator):
                                 "remove them and retry")
         return store.load()
 
-    def _cached_store(self, image_set: ImageSet) -> FeatureStore:
-        from featpipe.extract.run import extract
+    def extraction_spec(self) -> ExtractionSpec:
+        """The stage-1 settings this estimator's parameters describe."""
+        layers = self.layers if isinstance(self.layers, str) else tuple(self.layers)
+        return ExtractionSpec(model=self.backbone, weights=self.weights,
+                              pretrained=self.pretrained, layers=layers, pool=self.pool,
+                              image_size=self.image_size)
 
-        settings = {name: getattr(self, name) for name in _EXTRACTION_PARAMS}
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-        key.update(content_digest(image_set).encode())
+    def _cached_store(self, image_set: ImageSet) -> FeatureStore:
+        from featpipe.extract import extract
+
+        spec = self.extraction_spec()
+        key = hashlib.sha256((spec.cache_key() + content_digest(image_set)).encode())
         path = Path(self.cache_dir) / "features" / f"{key.hexdigest()[:32]}.h5"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            extract(image_set, path, model=self.backbone, weights=self.weights,
-                    pretrained=self.pretrained, layers=self.layers, pool=self.pool,
-                    image_size=self.image_size, batch_size=self.batch_size,
-                    device=self.device, progress=False)
+            extract(image_set, path, spec, batch_size=self.batch_size, device=self.device,
+                    progress=False)
         return FeatureStore.open(path)
 
 

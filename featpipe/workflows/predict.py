@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from featpipe.provenance import check_same_features
+from featpipe.spec import ExtractionSpec
 from featpipe.store.reader import FeatureStore
 from featpipe.workflows.data import load_compatible
 
@@ -39,15 +40,10 @@ def _is_store(source) -> bool:
 def extract_like(provenance: dict, source, out: Path, *, batch_size: int = 32,
                  device: str = "auto") -> FeatureStore:
     """Extract ``source`` with exactly the backbone settings recorded in ``provenance``."""
-    from featpipe.extract.run import extract
+    from featpipe.extract import extract
 
-    weights = provenance.get("weights") or ""
-    extract(source, out, model=provenance["model"],
-            weights=weights[len("file:"):] if weights.startswith("file:") else None,
-            pretrained=weights != "random-init", layers=provenance["layers"],
-            pool=provenance["pool"], token_pool=provenance["token_pool"],
-            image_size=provenance["image_size"], dtype=provenance.get("dtype") or "float32",
-            batch_size=batch_size, device=device, progress=False)
+    extract(source, out, ExtractionSpec.from_provenance(provenance), batch_size=batch_size,
+            device=device, progress=False)
     store = FeatureStore.open(out)
     check_same_features(provenance, store.provenance, "the re-extracted images")
     return store

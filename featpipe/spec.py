@@ -1,0 +1,143 @@
+"""The typed settings of stage 1: :class:`ExtractionSpec` says which features a store holds.
+
+A spec is what :func:`featpipe.extract.extract` takes, what a store's provenance is built from
+(:meth:`ExtractionSpec.provenance_fields`) and rebuilt into (:meth:`ExtractionSpec.from_provenance`),
+and, through each field's *role*, what decides that two sets of features are the same kind
+(:mod:`featpipe.provenance`). Adding a stage-1 setting means adding a field here, an option to the
+CLI adapter, and the code that uses it; nothing else.
+
+Examples
+--------
+>>> spec = ExtractionSpec(layers="last", image_size=128)
+>>> spec.pool, spec.image_size
+('mean', 128)
+>>> ExtractionSpec(pool="median")
+Traceback (most recent call last):
+...
+featpipe.errors.UsageError: `pool` must be one of mean, max, meanmax, none, got 'median'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from featpipe.errors import UsageError
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+POOLING = ("mean", "max", "meanmax", "none")
+TOKEN_POOLING = ("cls", "mean")
+DTYPES = ("float32", "float16")
+COMPRESSIONS = (None, "lzf", "gzip")
+AMP = (None, "bf16", "fp16")
+
+# Roles, from strictest to loosest (see featpipe.provenance):
+FEATURE = "feature"  # different values give a different kind of features
+RESUME = "resume"  # must match to resume an unfinished store, too
+RECORD = "record"  # recorded in the provenance only
+RUN = "run"  # how to run; not recorded
+
+
+def _setting(default, role: str, choices: tuple | None = None):
+    return field(default=default, metadata={"role": role, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ExtractionSpec:
+    """Which features stage 1 extracts: backbone, weights, layers, pooling, size, storage.
+
+    Parameters
+    ----------
+    model : str, default "efficientnet_lite0"
+        Backbone name (:func:`featpipe.models.list_backbones`).
+    weights : str or None
+        A local ``.pth``/``.safetensors`` state_dict file; None: the backbone's own weights.
+    pretrained : bool, default True
+        False: deterministic random initialisation (ignored when ``weights`` is given).
+    layers : str or tuple of str, default "full"
+        A preset (``last``, ``stages``, ``full``) or node names.
+    pool : {"mean", "max", "meanmax", "none"}
+    token_pool : {"cls", "mean"}
+        Pooling of transformer tokens.
+    image_size : int or None
+        Side of the network input; None: the weights' native size.
+    dtype : {"float32", "float16"}
+        Stored dtype.
+    compression : {None, "lzf", "gzip"}
+    amp : {None, "bf16", "fp16"}
+        Autocast on CUDA.
+    channels_last : bool
+    force : bool
+        Allow ``pool="none"`` above the per-layer size cap.
+    """
+
+    model: str = _setting(DEFAULT_BACKBONE, FEATURE)
+    weights: str | None = _setting(None, RESUME)
+    pretrained: bool = _setting(True, RESUME)
+    layers: str | tuple[str, ...] = _setting("full", RESUME)
+    pool: str = _setting("mean", FEATURE, POOLING)
+    token_pool: str = _setting("cls", FEATURE, TOKEN_POOLING)
+    image_size: int | None = _setting(None, RECORD)
+    dtype: str = _setting("float32", RESUME, DTYPES)
+    compression: str | None = _setting(None, RESUME, COMPRESSIONS)
+    amp: str | None = _setting(None, RECORD, AMP)
+    channels_last: bool = _setting(False, RECORD)
+    force: bool = _setting(False, RUN)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata["choices"]
+            value = getattr(self, f.name)
+            if choices is not None and value not in choices:
+                shown = ", ".join(str(c) for c in choices if c is not None)
+                raise UsageError(f"`{f.name}` must be one of {shown}, got {value!r}")
+        if isinstance(self.layers, list):
+            object.__setattr__(self, "layers", tuple(self.layers))
+        if self.image_size is not None and int(self.image_size) < 8:
+            raise UsageError(f"`image_size` {self.image_size} is too small; use at least 8 pixels")
+
+    @classmethod
+    def fields_with_role(cls, *roles: str) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["role"] in roles)
+
+    def replace(self, **changes) -> ExtractionSpec:
+        """A copy with ``changes``; an unknown setting is a one-line error."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(f"unknown extraction setting(s) {', '.join(unknown)}; "
+                             f"use {', '.join(sorted(known))}")
+        return dataclasses.replace(self, **changes)
+
+    def provenance_fields(self) -> dict[str, Any]:
+        """The recorded settings, as JSON values (``weights``/``pretrained`` are recorded by the
+        backbone as its weights description, ``layers`` and ``image_size`` once resolved)."""
+        recorded = self.fields_with_role(FEATURE, RESUME, RECORD)
+        out = {name: getattr(self, name) for name in recorded
+               if name not in ("weights", "pretrained")}
+        out["layers"] = [self.layers] if isinstance(self.layers, str) else list(self.layers)
+        return out
+
+    @classmethod
+    def from_provenance(cls, provenance: Mapping[str, Any]) -> ExtractionSpec:
+        """The spec that re-extracts features like those described by ``provenance`` (a store's
+        or a model's). Keys missing from older files take the field's default."""
+        values = {}
+        for name in cls.fields_with_role(FEATURE, RESUME, RECORD):
+            if name in provenance and name not in ("weights", "pretrained"):
+                values[name] = provenance[name]
+        if "layers" in values:
+            values["layers"] = tuple(values["layers"])
+        description = provenance.get("weights") or ""
+        if description.startswith("file:"):
+            values["weights"] = description[len("file:"):]
+        values["pretrained"] = description != "random-init"
+        return cls(**values)
+
+    def cache_key(self) -> str:
+        """A digest of every setting (for caching features by settings)."""
+        payload = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
