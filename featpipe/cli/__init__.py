@@ -1,9 +1,8 @@
 """The `featpipe` command line: backbones, layers, extract, info, recipes, fit, predict, evaluate.
+A thin adapter over the typed Python API: one module per command, ``add_parser`` and ``run``."""
 
-A thin adapter over the typed Python API: each sub-command is one module with ``add_parser`` and
-``run``. Exit codes: 0 success, 1 a problem with the input or a runtime failure, 2 a usage
-error. A user mistake is reported as one line on stderr, never as a traceback.
-"""
+# Exit codes: 0 success, 1 a problem with the input or a runtime failure, 2 a usage error.
+# A user mistake is reported as one line on stderr, never as a traceback.
 
 from __future__ import annotations
 
