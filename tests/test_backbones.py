@@ -223,3 +223,14 @@ def test_list_backbones():
     names = list_backbones()
     assert names[:3] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     assert any(n.startswith("torchvision:") for n in names) and any(n.startswith("timm:") for n in names)
+
+
+def test_trainable_copy_is_independent(lite0):
+    copy = lite0.trainable_copy()
+    assert copy.model is not lite0.model
+    assert (copy.name, copy.weights, copy.preprocessing) == (lite0.name, lite0.weights, lite0.preprocessing)
+    assert all(p.requires_grad for p in copy.model.parameters())
+    assert not any(p.requires_grad for p in lite0.model.parameters())
+    with torch.no_grad():
+        next(copy.model.parameters()).add_(1.0)
+    assert not torch.equal(next(copy.model.parameters()), next(lite0.model.parameters()))
