@@ -310,3 +310,16 @@ def test_tensor_path_rejects_wrong_inputs():
         prep.resize_crop(np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(FeatpipeError, match="`std` values must be positive"):
         Preprocessing(32, 36, (0.5,) * 3, (0.5, 0.0, 0.5), "bilinear")
+
+
+def test_normalize_batch_stays_on_the_batch_device():
+    prep = Preprocessing(8, 8, (0.5,) * 3, (0.25,) * 3, "bilinear")
+    meta = prep.normalize_batch(torch.zeros(2, 3, 8, 8, dtype=torch.uint8, device="meta"))
+    assert meta.device.type == "meta" and meta.dtype == torch.float32 and meta.shape == (2, 3, 8, 8)
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    expected = (x.float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(prep.normalize_batch(x), expected)
+    if torch.cuda.is_available():
+        on_gpu = prep.normalize_batch(x, device="cuda")
+        assert on_gpu.device.type == "cuda"
+        torch.testing.assert_close(on_gpu.cpu(), expected)
