@@ -165,11 +165,9 @@ def load_split(dataset: str, args) -> Split:
 
 def per_class_subset(data: FeatureSet, per_class: int, seed: int = 0) -> FeatureSet:
     """At most ``per_class`` seeded rows of each class, in store order."""
-    from featpipe.workflows.data import subset
-
     rng = np.random.default_rng(seed)
     keep = [rng.permutation(np.flatnonzero(data.y == c))[:per_class] for c in np.unique(data.y)]
-    return subset(data, np.sort(np.concatenate(keep)))
+    return data.subset(np.sort(np.concatenate(keep)))
 
 
 def only_layers(data: FeatureSet, layers: Sequence[str]) -> FeatureSet:

@@ -23,7 +23,6 @@ import numpy as np
 from benchmarks import common
 from benchmarks.compare_recipes import CONFIGURATIONS, layer_names, make_spec
 from benchmarks.datasets import few_shot_splits
-from featpipe.workflows.data import subset
 
 NAME = "few_shot"
 SHOTS, QUICK_SHOTS = (1, 2, 5, 10, 20), (1, 2, 5)
@@ -69,7 +68,7 @@ def score_few_shot(split: common.Split, args) -> list[dict]:
         test = common.only_layers(split.test, layers)
         for shots in shot_levels(train_all.y, args):
             for seed, picked in draws(train_all.y, shots, args):
-                row = fit_one(subset(train_all, picked), test, config, args)
+                row = fit_one(train_all.subset(picked), test, config, args)
                 rows.append({"configuration": config.label, "shots": shots, "seed": seed, **row})
             mean = np.mean([r["accuracy"] for r in rows if r["shots"] == shots and
                             r["configuration"] == config.label])

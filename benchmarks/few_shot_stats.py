@@ -22,7 +22,6 @@ import numpy as np
 from benchmarks import common
 from benchmarks.datasets import few_shot_splits
 from featpipe.workflows.fit import TrainingSpec, fit_features
-from featpipe.workflows.data import subset
 
 NAME = "few_shot_stats"
 MODULE = "benchmarks.few_shot_stats"
@@ -88,7 +87,7 @@ def score_dataset(split: common.Split, args) -> list[dict]:
         pool = train_all.X  # the training split without its labels
         for k in shots:
             for seed, picked in zip(seeds, few_shot_splits(train_all.y, k, seeds)):
-                draw = subset(train_all, picked)
+                draw = train_all.subset(picked)
                 for stats in STATS:
                     row = fit_and_score(draw, test, pool if stats == "pool" else None, config,
                                         seed)

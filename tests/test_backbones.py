@@ -235,3 +235,103 @@ def test_list_backbones():
     names = list_backbones()
     assert names[:3] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     assert any(n.startswith("torchvision:") for n in names) and any(n.startswith("timm:") for n in names)
+
+
+def test_trainable_copy_is_independent(lite0):
+    copy = lite0.trainable_copy()
+    assert copy.model is not lite0.model
+    assert (copy.name, copy.weights, copy.preprocessing) == (lite0.name, lite0.weights, lite0.preprocessing)
+    assert all(p.requires_grad for p in copy.model.parameters())
+    assert not any(p.requires_grad for p in lite0.model.parameters())
+    with torch.no_grad():
+        next(copy.model.parameters()).add_(1.0)
+    assert not torch.equal(next(copy.model.parameters()), next(lite0.model.parameters()))
+
+
+# --- preprocessing tensor path: resize/crop per image (uint8), normalize per batch -----------
+
+
+def _pil_path_before_the_split(prep, img):
+    """Preprocessing.__call__ as it was before the tensor path existed."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    img = img.convert("RGB") if img.mode != "RGB" else img
+    img = TF.resize(img, prep.resize_size, interpolation=InterpolationMode(prep.interpolation))
+    img = TF.center_crop(img, prep.image_size)
+    return TF.normalize(TF.pil_to_tensor(img).to(torch.float32).div_(255.0), prep.mean, prep.std)
+
+
+def _noise_images(seed=0):
+    rng = np.random.default_rng(seed)
+    rgb = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+           for h, w in ((70, 90), (120, 64), (41, 41))]
+    return rgb + [Image.fromarray(rng.integers(0, 256, (60, 80), dtype=np.uint8))]  # mode L
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest"])
+def test_tensor_path_equals_pil_path(interpolation):
+    prep = Preprocessing(32, 36, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), interpolation)
+    images = _noise_images()
+    pil_path = torch.stack([prep(img) for img in images])
+    crops = torch.stack([prep.resize_crop(img) for img in images])
+    assert crops.dtype == torch.uint8 and crops.shape == (4, 3, 32, 32)
+    assert torch.equal(prep.normalize_batch(crops), pil_path)
+    assert torch.equal(prep.normalize_batch(crops, device="cpu"), pil_path)
+    for img, x in zip(images, pil_path):  # __call__ is unchanged
+        assert torch.equal(x, _pil_path_before_the_split(prep, img))
+
+
+def test_tensor_path_gives_the_same_features(lite0):
+    from featpipe.models.capture import FeatureCapture
+
+    prep = lite0.preprocessing
+    images = _noise_images(1)
+    capture = FeatureCapture(lite0, ["blocks.3.0", "bn2"])
+    via_pil = capture(torch.stack([prep(img) for img in images]))
+    via_tensor = capture(prep.normalize_batch(torch.stack([prep.resize_crop(i) for i in images])))
+    for name in via_pil:
+        torch.testing.assert_close(via_tensor[name], via_pil[name], rtol=1e-6, atol=1e-6)
+
+
+def test_resize_crop_of_uint8_tensors_is_close_to_pil():
+    yy, xx = np.mgrid[0:90, 0:120]
+    smooth = np.stack([xx * 2, yy * 2, (xx + yy)], -1).astype(np.uint8)
+    image = Image.fromarray(smooth)
+    tensor = torch.from_numpy(smooth).permute(2, 0, 1).contiguous()
+    # max grey-level difference, mean difference (nearest picks a different pixel now and then)
+    for interpolation, max_diff, mean_diff in (("bilinear", 1, 0.5), ("bicubic", 8, 0.5),
+                                               ("nearest", 255, 0.5)):
+        prep = Preprocessing(48, 60, (0.5,) * 3, (0.5,) * 3, interpolation)
+        single, batch = prep.resize_crop(tensor), prep.resize_crop(torch.stack([tensor] * 2))
+        assert single.dtype == torch.uint8 and single.shape == (3, 48, 48)
+        assert batch.shape == (2, 3, 48, 48) and torch.equal(batch[1], single)
+        difference = (single.int() - prep.resize_crop(image).int()).abs().float()
+        assert difference.max() <= max_diff and difference.mean() <= mean_diff, interpolation
+
+
+def test_tensor_path_rejects_wrong_inputs():
+    prep = Preprocessing(32, 36, (0.5,) * 3, (0.5,) * 3, "bilinear")
+    with pytest.raises(FeatpipeError, match=r"`x` must be a uint8 RGB tensor of shape \(N, 3, H, W\)"):
+        prep.normalize_batch(torch.zeros(2, 3, 32, 32))
+    with pytest.raises(FeatpipeError, match="`x` .* got torch.uint8 tensor of shape \\(3, 32, 32\\)"):
+        prep.normalize_batch(torch.zeros(3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(FeatpipeError, match="`img` must be"):
+        prep.resize_crop(torch.zeros(2, 32, 32, 3, dtype=torch.uint8))
+    with pytest.raises(FeatpipeError, match="got ndarray"):
+        prep.resize_crop(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(FeatpipeError, match="`std` values must be positive"):
+        Preprocessing(32, 36, (0.5,) * 3, (0.5, 0.0, 0.5), "bilinear")
+
+
+def test_normalize_batch_stays_on_the_batch_device():
+    prep = Preprocessing(8, 8, (0.5,) * 3, (0.25,) * 3, "bilinear")
+    meta = prep.normalize_batch(torch.zeros(2, 3, 8, 8, dtype=torch.uint8, device="meta"))
+    assert meta.device.type == "meta" and meta.dtype == torch.float32 and meta.shape == (2, 3, 8, 8)
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    expected = (x.float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(prep.normalize_batch(x), expected)
+    if torch.cuda.is_available():
+        on_gpu = prep.normalize_batch(x, device="cuda")
+        assert on_gpu.device.type == "cuda"
+        torch.testing.assert_close(on_gpu.cpu(), expected)

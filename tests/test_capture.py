@@ -213,3 +213,69 @@ def test_layer_info_pooled_dim():
     assert LayerInfo("a", (40, 28, 28)).pooled_dim("none") == 40 * 28 * 28
     assert LayerInfo("t", (197, 384)).pooled_dim("meanmax") == 384
     assert LayerInfo("v", (1280,)).pooled_dim("max") == 1280
+
+
+# --- training seam: a trainable capture works on its own copy, under autograd --------------
+
+
+def _batchnorms(model):
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def test_trainable_capture_gradients_reach_parameters_and_features(lite0):
+    capture = FeatureCapture(lite0, ["blocks.1.0", "bn2"], trainable=True).train()
+    features = capture(images(2, 96))
+    assert all(f.requires_grad for f in features.values())
+    features["blocks.1.0"].retain_grad()
+    loss = sum(f.square().mean() for f in features.values())
+    loss.backward()
+    assert features["blocks.1.0"].grad is not None
+    grads = [p.grad for p in capture.model.parameters() if p.requires_grad]
+    assert grads and all(p.requires_grad for p in capture.model.parameters())
+    assert capture.model.conv_stem.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", ["hooks", "fx"])
+def test_training_step_leaves_the_shared_backbone_untouched(lite0, method):
+    before = {k: v.clone() for k, v in lite0.model.state_dict().items()}
+    frozen = FeatureCapture(lite0, ["bn2"])
+    x = images(2, 96)
+    reference = frozen(x)["bn2"]
+    capture = FeatureCapture(lite0, ["bn2"], trainable=True, method=method).train()
+    assert capture.model is not lite0.model
+    optimizer = torch.optim.SGD(capture.model.parameters(), lr=0.1)
+    capture(x)["bn2"].sum().backward()
+    optimizer.step()
+    after = lite0.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in lite0.model.parameters())
+    assert not lite0.model.training
+    assert torch.equal(frozen(x)["bn2"], reference)
+    # the copy did learn: its weights and BatchNorm statistics moved
+    assert not torch.equal(capture.model.conv_stem.weight, lite0.model.conv_stem.weight)
+    assert not torch.equal(capture.model.bn1.running_mean, lite0.model.bn1.running_mean)
+
+
+def test_train_mode_follows_train_only_when_trainable(lite0):
+    frozen = FeatureCapture(lite0, ["bn2"]).train()
+    assert frozen.training and not any(bn.training for bn in _batchnorms(frozen.model))
+    trainable = FeatureCapture(lite0, ["bn2"], trainable=True)
+    assert not trainable.training and not trainable.model.training  # starts in eval mode
+    trainable.train()
+    assert all(bn.training for bn in _batchnorms(trainable.model))
+    trainable.eval()
+    assert not any(bn.training for bn in _batchnorms(trainable.model))
+    assert not lite0.model.training
+
+
+def test_frozen_capture_is_unchanged_and_eval_trainable_agrees(lite0):
+    x = images(2, 96)
+    frozen = FeatureCapture(lite0, ["blocks.2.1", "bn2"])
+    out = frozen(x)
+    assert not any(f.requires_grad for f in out.values())
+    assert all(f.is_inference() for f in out.values())  # still under torch.inference_mode
+    expected = pool_features(raw_activation(lite0.model, "bn2", x))
+    torch.testing.assert_close(out["bn2"], expected, rtol=0, atol=0)
+    tuned = FeatureCapture(lite0, ["blocks.2.1", "bn2"], trainable=True)(x)
+    for name in out:
+        torch.testing.assert_close(tuned[name].detach(), out[name], rtol=1e-6, atol=1e-6)

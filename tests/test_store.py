@@ -147,3 +147,111 @@ def test_summary_counts_classes_and_splits(tmp_path):
     assert summary["classes"] == {"cat": 4, "dog": 5}  # row 4 (a cat) failed
     assert summary["splits"] == {"test": 3, "train": 6}
     assert summary["failures"] == [{"index": 4, "id": "img4.png", "reason": "truncated image"}]
+
+
+# --- scale-out seams: FeatureSet.subset / select_layers, FeatureStore.iter_batches ----------
+
+
+def _finished_store(path, n=10, failed=(4,)):
+    writer = _create(path, n=n)
+    _write_all(writer, n=n, failed=failed)
+    writer.finish()
+    return FeatureStore.open(path)
+
+
+def test_subset_keeps_rows_aligned(tmp_path):
+    data = _finished_store(tmp_path / "s.h5").load()
+    for selection in (data.splits == "test", [5, 0, 5], np.array([], dtype=np.int64),
+                      slice(2, 4), []):
+        part = data.subset(selection)
+        expected = np.arange(len(data.index))[selection]
+        assert part.index.tolist() == data.index[expected].tolist()
+        assert part.y.tolist() == data.y[expected].tolist()
+        assert part.ids.tolist() == data.ids[expected].tolist()
+        assert part.splits.tolist() == data.splits[expected].tolist()
+        np.testing.assert_array_equal(part.X, data.X[expected])
+        assert part.layer_slices == data.layer_slices and part.class_names == data.class_names
+    with pytest.raises(FeatpipeError, match=r"`selection` mask has shape \(3,\), expected \(9,\)"):
+        data.subset(np.ones(3, dtype=bool))
+    with pytest.raises(FeatpipeError, match="outside the 9 rows"):
+        data.subset([9])
+    with pytest.raises(FeatpipeError, match="`selection` must be"):
+        data.subset([0.5])
+
+
+def test_select_layers_recomputes_slices_in_the_given_order(tmp_path):
+    store = _finished_store(tmp_path / "s.h5")
+    data = store.load()
+    swapped = data.select_layers(["head", "stem"])
+    assert swapped.layer_slices == {"head": (0, 5), "stem": (5, 8)}
+    np.testing.assert_array_equal(swapped.X[:, :5], store.load(layers="head").X)
+    np.testing.assert_array_equal(swapped.X[:, 5:], store.load(layers="stem").X)
+    assert swapped.index.tolist() == data.index.tolist()
+    stem = data.select_layers("stem")
+    assert stem.layer_slices == {"stem": (0, 3)} and stem.X.flags.c_contiguous
+    np.testing.assert_array_equal(stem.X, store.load(layers="stem").X)
+    for names, message in ((["blocks.9"], "unknown layer"), ([], "no layers"),
+                           (["stem", "stem"], "repeated layers")):
+        with pytest.raises(FeatpipeError, match=f"`names` has {message}.*holds: stem, head"):
+            data.select_layers(names)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"layers": ["head"]}, {"split": "train"},
+                                    {"rows": [9, 0, 3, 7], "layers": "stem"}])
+@pytest.mark.parametrize("batch_size", [1, 3, 100])
+def test_iter_batches_equals_load(tmp_path, kwargs, batch_size):
+    store = _finished_store(tmp_path / "s.h5")
+    data = store.load(**kwargs)
+    batches = list(store.iter_batches(batch_size=batch_size, **kwargs))
+    assert all(0 < len(p) <= batch_size for p, _, _ in batches)
+    positions = np.concatenate([p for p, _, _ in batches])
+    assert store.index[positions].tolist() == data.index.tolist()
+    X = np.concatenate([X for _, X, _ in batches])
+    assert X.dtype == np.float32
+    np.testing.assert_array_equal(X, data.X)
+    np.testing.assert_array_equal(np.concatenate([y for _, _, y in batches]), data.y)
+
+
+def test_iter_batches_without_labels_and_bad_batch_size(tmp_path):
+    path = tmp_path / "s.h5"
+    writer = StoreWriter.create(path, layer_dims=LAYERS, ids=["a", "b", "c"],
+                                labels=np.full(3, -1), class_names=[], splits=None,
+                                index=np.arange(3), provenance=_provenance())
+    writer.write_batch(np.arange(3), _features(range(3)))
+    writer.finish()
+    store = FeatureStore.open(path)
+    assert [y for _, _, y in store.iter_batches(batch_size=2)] == [None, None]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(FeatpipeError, match="`batch_size` must be an integer >= 1"):
+            next(store.iter_batches(batch_size=bad))
+
+
+@pytest.mark.parametrize("rows", [None, "scattered"])
+def test_iter_batches_never_reads_more_than_a_batch(tmp_path, monkeypatch, rows):
+    import featpipe.store.layout as layout
+
+    monkeypatch.setattr(layout, "CHUNK_BYTES", 64)  # chunks of 5 (stem) and 3 (head) rows
+    n, batch_size = 500, 16
+    store = _finished_store(tmp_path / "big.h5", n=n, failed=())
+    chunk_rows = {"stem": 5, "head": 3}
+    with h5py.File(store.path, "r") as f:
+        assert {name: f["features"][name].chunks[0] for name in LAYERS} == chunk_rows
+    if rows == "scattered":
+        rows = np.random.default_rng(0).choice(n, 100, replace=False)
+    reads = []
+    getitem = h5py.Dataset.__getitem__
+
+    def spy(ds, key):
+        out = getitem(ds, key)
+        if ds.name.startswith("/features/"):
+            reads.append((ds.name.split("/")[-1], out.shape[0]))
+        return out
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    total = sum(len(p) for p, _, _ in store.iter_batches(rows=rows, batch_size=batch_size))
+    assert total == (n if rows is None else 100)
+    assert reads and all(size <= max(batch_size, chunk_rows[name]) for name, size in reads)
+    if rows is None:
+        reads.clear()
+        store.load()  # the spy does see a whole-matrix read
+        assert max(size for _, size in reads) == n

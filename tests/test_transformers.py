@@ -271,3 +271,80 @@ def test_array_api_on_cpu_torch_matches_numpy():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["fne", "ok", "l2", "ok"]
+
+
+# --------------------------------------------------------------------------- partial_fit
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 50])
+def test_partial_fit_over_chunks_equals_fit(chunk):
+    X = _rng_X(n=103, d=9, seed=5) * 1000 + 1e4  # a large offset: naive sums would drift
+    X[:, 2] = 7.0  # constant everywhere
+    X[:, 4] = np.repeat([1.0, 2.0], [51, 52])  # constant within early chunks, not overall
+    whole = Standardizer().fit(X)
+    scaler = Standardizer()
+    for start in range(0, len(X), chunk):
+        assert scaler.partial_fit(X[start:start + chunk]) is scaler
+    assert scaler.n_samples_seen_ == whole.n_samples_seen_ == 103
+    np.testing.assert_allclose(scaler.mean_, whole.mean_, rtol=1e-6)
+    np.testing.assert_allclose(scaler.var_, whole.var_, rtol=1e-6)
+    np.testing.assert_allclose(scaler.scale_, whole.scale_, rtol=1e-6)
+    assert scaler.scale_[2] == 0 and scaler.scale_[4] > 0
+    np.testing.assert_allclose(scaler.transform(X), whole.transform(X), atol=1e-6)
+    reference = StandardScaler()
+    for start in range(0, len(X), chunk):
+        reference.partial_fit(X[start:start + chunk].astype(np.float64))
+    np.testing.assert_allclose(scaler.var_, reference.var_, rtol=1e-6)
+
+
+def test_fit_resets_what_partial_fit_learned():
+    first, second = _rng_X(seed=1) + 5, _rng_X(n=20, seed=2)
+    scaler = Standardizer().partial_fit(first).partial_fit(first)
+    assert scaler.n_samples_seen_ == 80
+    scaler.fit(second)
+    assert scaler.n_samples_seen_ == 20
+    np.testing.assert_allclose(scaler.mean_, second.mean(0, dtype=np.float64), rtol=1e-6)
+    with pytest.raises(ValueError, match="X has 3 features"):
+        scaler.partial_fit(second[:, :3])
+    Standardizer().partial_fit(second[:, :3])  # a fresh one takes any width
+
+
+def test_partial_fit_with_given_statistics_keeps_them():
+    statistics = feature_statistics(_rng_X(n=200, seed=3) * 2 + 1)
+    scaler = Standardizer(statistics=statistics).partial_fit(_rng_X(seed=4))
+    scaler.partial_fit(_rng_X(n=5, seed=6))
+    assert scaler.n_samples_seen_ == 45
+    np.testing.assert_array_equal(scaler.mean_, statistics[0])
+    np.testing.assert_array_equal(scaler.scale_, statistics[1])
+    np.testing.assert_array_equal(scaler.var_, statistics[1] ** 2)
+
+
+PARTIAL_FIT_ARRAY_API_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, sklearn, torch
+    from featpipe.classical.transformers.scaling import Standardizer
+
+    X = (np.random.default_rng(0).normal(size=(60, 10)) * 100 + 50).astype(np.float32)
+    reference = Standardizer().fit(X)
+    with sklearn.config_context(array_api_dispatch=True):
+        Xt = torch.asarray(X)
+        scaler = Standardizer()
+        for start in range(0, 60, 16):
+            scaler.partial_fit(Xt[start:start + 16])
+        out = scaler.transform(Xt)
+    assert isinstance(scaler.mean_, torch.Tensor) and scaler.mean_.dtype == torch.float64
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    np.testing.assert_allclose(scaler.scale_.numpy(), reference.scale_, rtol=1e-6)
+    np.testing.assert_allclose(out.numpy(), reference.transform(X), atol=1e-5)
+    print("ok")
+    """
+)
+
+
+def test_partial_fit_on_cpu_torch_matches_numpy():
+    pytest.importorskip("torch")
+    env = {**os.environ, "SCIPY_ARRAY_API": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", PARTIAL_FIT_ARRAY_API_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok"]

@@ -41,7 +41,20 @@ class Backbone:
         """A deep copy whose parameters require gradients, for training.
 
         The frozen original (and every :class:`~featpipe.models.capture.FeatureCapture` built
-        on it) is left untouched: fine-tuning never changes a shared model in place.
+        on it) is left untouched: fine-tuning never changes a shared model in place. The copy
+        keeps the original's mode (eval); call ``.train()`` on it to train.
+
+        Examples
+        --------
+        >>> from featpipe.models import create_backbone
+        >>> frozen = create_backbone("efficientnet_lite0")
+        >>> copy = frozen.trainable_copy()
+        >>> copy.model is frozen.model, copy.name == frozen.name
+        (False, True)
+        >>> all(p.requires_grad for p in copy.model.parameters())
+        True
+        >>> any(p.requires_grad for p in frozen.model.parameters())
+        False
         """
         model = copy.deepcopy(self.model).requires_grad_(True)
         return replace(self, model=model)

@@ -49,12 +49,22 @@ class FeatureCapture(nn.Module):
         'hooks' pools each map as soon as it is produced (lower peak memory) and stops the
         forward pass after the last requested layer; 'fx' uses FX feature extraction
         (timm's for timm models, torchvision's otherwise) and fails where it cannot trace.
+    trainable : bool, default False
+        False: the backbone's shared, frozen model is used as is, always in eval mode and under
+        ``torch.inference_mode``. True: the capture runs on its own
+        :meth:`~featpipe.models.backbone.Backbone.trainable_copy` (the caller's model is never
+        changed in place), starts in eval mode, honours :meth:`train` / :meth:`eval` (BatchNorm
+        statistics update in train mode) and runs under autograd, so gradients reach the
+        copy's parameters through the pooled features. Both stop the forward pass after the
+        last requested layer.
 
     Attributes
     ----------
     layers : tuple of str
     layer_dims : dict of str to int
         Pooled feature size per layer at the backbone's image size.
+    model : torch.nn.Module
+        The network run: the backbone's own model, or its trainable copy.
 
     Examples
     --------
@@ -62,6 +72,15 @@ class FeatureCapture(nn.Module):
     >>> capture = FeatureCapture(create_backbone("efficientnet_lite0"), "full")
     >>> len(capture.layers), sum(capture.layer_dims.values())
     (18, 3120)
+
+    A trainable capture backpropagates into its own copy of the network:
+
+    >>> import torch
+    >>> backbone = create_backbone("efficientnet_lite0", image_size=64)
+    >>> tuner = FeatureCapture(backbone, ["bn2"], trainable=True).train()
+    >>> tuner(torch.randn(2, 3, 64, 64))["bn2"].sum().backward()
+    >>> tuner.model.conv_stem.weight.grad is not None, backbone.model.training
+    (True, False)
     """
 
     def __init__(
@@ -75,13 +94,14 @@ class FeatureCapture(nn.Module):
         amp: torch.dtype | None = None,
         channels_last: bool = False,
         method: str = "hooks",
+        trainable: bool = False,
     ):
         super().__init__()
         _check_choice("pool", pool, POOLING)
         _check_choice("token_pool", token_pool, TOKEN_POOLING)
         _check_choice("method", method, METHODS)
         self.backbone_name = backbone.name
-        self.model = backbone.model.eval()
+        self.trainable = bool(trainable)
         self.layers = tuple(resolve_layers(backbone, layers))
         self.pool, self.token_pool, self.amp = pool, token_pool, amp
         self.channels_last, self.method = channels_last, method
@@ -89,10 +109,17 @@ class FeatureCapture(nn.Module):
         self.layer_dims = {name: shapes[name].pooled_dim(pool) for name in self.layers}
         self._check_flat_size(max_flat_features, force)
         self._stop_after = max(self.layers, key=_trace(backbone).end.__getitem__)
+        # Layers are resolved on the shared model (its layer table is cached); a trainable
+        # capture then runs on its own copy, which has the same module names.
+        if self.trainable:
+            backbone = backbone.trainable_copy()
+        self.model = backbone.model.eval()
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         if method == "fx":
             self.fx_model = _fx_extractor(backbone, self.layers)
+        if self.trainable:
+            self.eval()
 
     def _check_flat_size(self, max_flat_features: int, force: bool) -> None:
         too_big = {n: d for n, d in self.layer_dims.items() if d > max_flat_features}
@@ -104,9 +131,11 @@ class FeatureCapture(nn.Module):
             )
 
     def train(self, mode: bool = True) -> FeatureCapture:
-        """The backbone stays in eval mode (frozen BatchNorm statistics, no dropout)."""
+        """Set train mode; a frozen capture's backbone stays in eval mode (frozen BatchNorm
+        statistics, no dropout), a trainable capture's follows ``mode``."""
         super().train(mode)
-        self.model.eval()
+        if not self.trainable:
+            self.model.eval()
         return self
 
     @property
@@ -123,7 +152,8 @@ class FeatureCapture(nn.Module):
             if self.amp is not None and x.device.type == "cuda"
             else contextlib.nullcontext()
         )
-        with torch.inference_mode(), autocast:
+        grad_mode = contextlib.nullcontext() if self.trainable else torch.inference_mode()
+        with grad_mode, autocast:
             features = self._run_fx(x) if self.method == "fx" else self._run_hooks(x)
         self._check_dims(features, x.shape)
         return {name: features[name] for name in self.layers}
@@ -154,7 +184,8 @@ class FeatureCapture(nn.Module):
         return features
 
     def _run_fx(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.fx_model.eval()
+        if not self.trainable:
+            self.fx_model.eval()
         return {name: self._pool(out) for name, out in self.fx_model(x).items()}
 
     def _check_dims(self, features: dict[str, torch.Tensor], input_shape) -> None:

@@ -26,6 +26,12 @@ class Preprocessing:
     and normalize with ``mean``/``std``. Deterministic and picklable (safe in DataLoader
     workers).
 
+    Calling it on a PIL image does everything per image. The tensor path splits the same work
+    in two: :meth:`resize_crop` in the decode worker (PIL image -> uint8 tensor, 4x smaller to
+    move than float32), then :meth:`normalize_batch` once per batch on any device. Both paths
+    give identical values for a PIL input (``resize_crop`` resizes with PIL, as ``__call__``
+    does); torch's resize of an already decoded uint8 tensor is close to PIL's, not equal.
+
     Parameters
     ----------
     image_size : int
@@ -43,6 +49,12 @@ class Preprocessing:
     >>> prep = Preprocessing(224, 256, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
     >>> prep(PIL.Image.new("RGB", (320, 240))).shape
     torch.Size([3, 224, 224])
+
+    The tensor path, batched:
+
+    >>> crops = torch.stack([prep.resize_crop(PIL.Image.new("RGB", (320, 240)))] * 2)
+    >>> crops.dtype, prep.normalize_batch(crops).shape
+    (torch.uint8, torch.Size([2, 3, 224, 224]))
     """
 
     image_size: int
@@ -62,14 +74,86 @@ class Preprocessing:
             )
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if not all(v > 0 for v in self.std):
+            raise FeatpipeError(f"`std` values must be positive, got {self.std}")
 
     def __call__(self, img: PIL.Image.Image) -> torch.Tensor:
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        img = TF.resize(img, self.resize_size, interpolation=InterpolationMode(self.interpolation))
-        img = TF.center_crop(img, self.image_size)
-        x = TF.pil_to_tensor(img).to(torch.float32).div_(255.0)
-        return TF.normalize(x, self.mean, self.std)
+        return self.normalize_batch(self.resize_crop(img).unsqueeze(0))[0]
+
+    def resize_crop(self, img: PIL.Image.Image | torch.Tensor) -> torch.Tensor:
+        """Resize the shorter side to ``resize_size`` and center-crop ``image_size``, as uint8.
+
+        The per-image half of the tensor path, meant for decode workers; finish with
+        :meth:`normalize_batch`.
+
+        Parameters
+        ----------
+        img : PIL.Image.Image, or uint8 tensor of shape (3, H, W) or (N, 3, H, W)
+            A PIL image (any mode, converted to RGB) is resized by PIL: the result is exactly
+            what ``__call__`` normalizes. A uint8 tensor is resized by torch
+            (``antialias=True``; 'nearest' uses torch's 'nearest-exact', PIL's convention), which
+            is close to PIL but not equal: bilinear within 1 grey level, bicubic within a few
+            levels (more on noise when upsampling).
+
+        Returns
+        -------
+        crop : uint8 tensor of shape (3, image_size, image_size), or (N, 3, ...) for a batch
+            On the input tensor's device (CPU for a PIL image).
+
+        Examples
+        --------
+        >>> import PIL.Image
+        >>> prep = Preprocessing(224, 256, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
+        >>> prep.resize_crop(PIL.Image.new("L", (320, 240))).shape
+        torch.Size([3, 224, 224])
+        >>> prep.resize_crop(torch.zeros(2, 3, 240, 320, dtype=torch.uint8)).shape
+        torch.Size([2, 3, 224, 224])
+        """
+        if isinstance(img, PIL.Image.Image):
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            mode = InterpolationMode(self.interpolation)
+            img = TF.resize(img, self.resize_size, interpolation=mode)
+            return TF.pil_to_tensor(TF.center_crop(img, self.image_size))
+        _check_uint8_images(img, "img", (3, 4))
+        mode = (InterpolationMode.NEAREST_EXACT if self.interpolation == "nearest"
+                else InterpolationMode(self.interpolation))
+        img = TF.resize(img, self.resize_size, interpolation=mode, antialias=True)
+        return TF.center_crop(img, self.image_size)
+
+    def normalize_batch(
+        self, x: torch.Tensor, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """Scale a batch of uint8 images to [0, 1] and normalize it with ``mean``/``std``.
+
+        The batched half of the tensor path: one call per batch, on the batch's device (or
+        ``device``, moved there while still uint8).
+
+        Parameters
+        ----------
+        x : uint8 tensor of shape (N, 3, H, W)
+            E.g. stacked :meth:`resize_crop` outputs.
+        device : torch.device or str, optional
+            Move ``x`` here before converting (default: stay on ``x``'s device).
+
+        Returns
+        -------
+        batch : float32 tensor of shape (N, 3, H, W)
+
+        Examples
+        --------
+        >>> prep = Preprocessing(2, 2, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear")
+        >>> x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+        >>> prep.normalize_batch(x)[0, :, 0, 0].tolist()
+        [1.0, 1.0, 1.0]
+        """
+        _check_uint8_images(x, "x", (4,))
+        if device is not None:
+            x = x.to(device, non_blocking=True)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        # the same operations, in the same order, as TF.normalize: identical values
+        return x.to(torch.float32).div_(255.0).sub_(mean).div_(std)
 
     @property
     def crop_pct(self) -> float:
@@ -98,6 +182,15 @@ class Preprocessing:
             std=tuple(d["std"]),
             interpolation=str(d["interpolation"]),
         )
+
+
+def _check_uint8_images(x, name: str, ndims: tuple[int, ...]) -> None:
+    shapes = " or ".join({3: "(3, H, W)", 4: "(N, 3, H, W)"}[n] for n in ndims)
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim not in ndims \
+            or x.shape[-3] != 3:
+        got = (f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor)
+               else type(x).__name__)
+        raise FeatpipeError(f"`{name}` must be a uint8 RGB tensor of shape {shapes}, got {got}")
 
 
 def _resize_for(image_size: int, crop_pct: float) -> int:

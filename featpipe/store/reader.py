@@ -12,6 +12,8 @@ Examples
 from __future__ import annotations
 
 import json
+import numbers
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +39,15 @@ class FeatureSet:
     index : ndarray of int64, the input index of each row
     splits : ndarray of str, or None
     provenance : dict
+
+    Examples
+    --------
+    >>> data = FeatureSet(X=np.arange(12, dtype=np.float32).reshape(3, 4), y=np.array([0, 1, 0]),
+    ...                   layer_slices={"a": (0, 1), "b": (1, 4)}, class_names=["cat", "dog"],
+    ...                   ids=np.array(["x", "y", "z"], dtype=object), index=np.arange(3),
+    ...                   splits=None, provenance={})
+    >>> data.subset(data.y == 0).select_layers("a").X.tolist()
+    [[0.0], [8.0]]
     """
 
     X: np.ndarray
@@ -47,6 +58,88 @@ class FeatureSet:
     index: np.ndarray
     splits: np.ndarray | None
     provenance: dict
+
+    def subset(self, selection) -> FeatureSet:
+        """The rows ``selection`` of this set: X, y, ids, index and splits stay aligned.
+
+        Parameters
+        ----------
+        selection : boolean mask of shape (n_rows,), sequence of row positions, or slice
+            Positions are taken in the order given (and may repeat).
+
+        Returns
+        -------
+        FeatureSet
+            A new set; ``X`` is a copy unless ``selection`` is a slice.
+
+        Examples
+        --------
+        >>> data = FeatureSet(np.eye(3, dtype=np.float32), np.array([0, 1, 0]), {"a": (0, 3)},
+        ...                   ["cat", "dog"], np.array(["x", "y", "z"]), np.arange(3), None, {})
+        >>> data.subset(data.y == 0).ids.tolist(), data.subset([2, 1]).index.tolist()
+        (['x', 'z'], [2, 1])
+        """
+        n_rows = self.X.shape[0]
+        if not isinstance(selection, slice):
+            selection = np.asarray(selection)
+            if selection.dtype == bool:
+                if selection.shape != (n_rows,):
+                    raise FeatpipeError(f"`selection` mask has shape {selection.shape}, "
+                                        f"expected ({n_rows},)")
+            elif selection.size == 0:
+                selection = selection.astype(np.int64)
+            elif selection.ndim != 1 or not np.issubdtype(selection.dtype, np.integer):
+                raise FeatpipeError("`selection` must be a boolean mask, row positions or a slice")
+            elif selection.min() < -n_rows or selection.max() >= n_rows:
+                raise FeatpipeError(f"`selection` holds positions outside the {n_rows} rows")
+        return FeatureSet(
+            X=self.X[selection], y=None if self.y is None else self.y[selection],
+            layer_slices=dict(self.layer_slices), class_names=list(self.class_names),
+            ids=self.ids[selection], index=self.index[selection],
+            splits=None if self.splits is None else self.splits[selection],
+            provenance=self.provenance)
+
+    def select_layers(self, names: str | Sequence[str]) -> FeatureSet:
+        """The columns of some layers, concatenated in the order given.
+
+        Parameters
+        ----------
+        names : str or sequence of str
+            Layer names (a str may list several, comma-separated).
+
+        Returns
+        -------
+        FeatureSet
+            A new set with its own ``X`` and ``layer_slices`` recomputed; rows are unchanged.
+
+        Examples
+        --------
+        >>> data = FeatureSet(np.array([[0, 1, 2]], dtype=np.float32), None,
+        ...                   {"a": (0, 1), "b": (1, 3)}, [], np.array(["x"]), np.arange(1),
+        ...                   None, {})
+        >>> picked = data.select_layers(["b", "a"])
+        >>> picked.layer_slices, picked.X.tolist()
+        ({'b': (0, 2), 'a': (2, 3)}, [[1.0, 2.0, 0.0]])
+        """
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",") if name.strip()]
+        names = list(names)
+        missing = [name for name in names if name not in self.layer_slices]
+        if missing or not names or len(set(names)) != len(names):
+            problem = (f"unknown layer(s) {', '.join(map(str, missing))}" if missing
+                       else "no layers" if not names else "repeated layers")
+            raise FeatpipeError(f"`names` has {problem}; this set holds: "
+                                f"{', '.join(self.layer_slices)}")
+        blocks, layer_slices, start = [], {}, 0
+        for name in names:
+            lo, hi = self.layer_slices[name]
+            blocks.append(self.X[:, lo:hi])
+            layer_slices[name] = (start, start + hi - lo)
+            start += hi - lo
+        return FeatureSet(
+            X=np.concatenate(blocks, axis=1), y=self.y, layer_slices=layer_slices,
+            class_names=list(self.class_names), ids=self.ids, index=self.index,
+            splits=self.splits, provenance=self.provenance)
 
 
 def _open_h5(path: Path, mode: str) -> h5py.File:
@@ -196,6 +289,70 @@ class FeatureStore:
             splits=None if self.splits is None else self.splits[positions],
             provenance=self.provenance,
         )
+
+    def iter_batches(self, rows: Sequence[int] | None = None, batch_size: int = 4096,
+                     layers: str | Sequence[str] | None = None, split: str | None = None,
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Read features a batch of rows at a time, never the whole matrix.
+
+        Rows, layers and split are chosen as in :meth:`load`; only each batch's rows are read
+        from the file (scattered rows a storage chunk at a time), so memory stays at about one
+        batch. The file is open while the iteration runs.
+
+        Parameters
+        ----------
+        rows : sequence of int, optional
+            Input indices (default: every successfully extracted image).
+        batch_size : int, default 4096
+            Rows per batch (the last one may be smaller).
+        layers : list of str, comma-separated str or None
+            Layers to read (None: all), concatenated in forward order.
+        split : str, optional
+            Only rows of this split.
+
+        Yields
+        ------
+        positions : ndarray of int64, shape (n,)
+            Row positions in the store, ascending across batches (``store.index[positions]``
+            are the input indices).
+        X : ndarray of shape (n, n_features), float32
+            Columns as in ``load(layers).X``.
+        y : ndarray of shape (n,), int64, or None when the store has no labels
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from featpipe.store.writer import StoreWriter
+        >>> path = Path(tempfile.mkdtemp()) / "tiny.h5"
+        >>> writer = StoreWriter.create(
+        ...     path, layer_dims={"a": 2}, ids=["x", "y", "z"], labels=np.array([0, 1, 0]),
+        ...     class_names=["cat", "dog"], splits=None, index=np.arange(3),
+        ...     provenance={"layers": ["a"], "layer_dims": {"a": 2}})
+        >>> writer.write_batch(np.arange(3), {"a": np.ones((3, 2), np.float32)})
+        >>> writer.finish()
+        >>> store = FeatureStore.open(path)
+        >>> [(p.tolist(), X.shape, y.tolist()) for p, X, y in store.iter_batches(batch_size=2)]
+        [([0, 1], (2, 2), [0, 1]), ([2], (1, 2), [0])]
+        >>> path.unlink(); path.parent.rmdir()
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+                or batch_size < 1:
+            raise FeatpipeError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+        names = self.resolve_layers(layers)
+        positions = self.select_rows(rows, split)
+        dims = self.layers
+        width = sum(dims[name] for name in names)
+        labels = self.labels[positions].astype(np.int64) if self.has_labels else None
+        with _open_h5(self.path, "r") as f:
+            datasets = [f["features"][name] for name in names]
+            for start in range(0, len(positions), batch_size):
+                block = positions[start:start + batch_size]
+                X = np.empty((len(block), width), dtype=np.float32)
+                column = 0
+                for ds in datasets:
+                    X[:, column:column + ds.shape[1]] = _read_rows(ds, block)
+                    column += ds.shape[1]
+                yield block, X, None if labels is None else labels[start:start + batch_size]
 
     def summary(self) -> dict:
         """Everything `featpipe info --json` prints."""

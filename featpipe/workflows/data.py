@@ -43,7 +43,7 @@ def split_train_test(store: FeatureStore, layers: list[str], *, test=None, test_
     if train_split is not None:
         return store.load(layers, split=train_split), held_out
     data = store.load(layers)
-    return subset(data, data.splits != split_name), held_out
+    return data.subset(data.splits != split_name), held_out
 
 
 def _fraction(test_split) -> float | None:
@@ -67,17 +67,7 @@ def _stratified_holdout(data: FeatureSet, fraction: float, seed: int):
                                                random_state=seed)
     except ValueError as exc:
         raise FeatpipeError(f"cannot hold out {fraction:g} of the images per class: {exc}") from None
-    return subset(data, np.sort(train_pos)), subset(data, np.sort(test_pos))
-
-
-def subset(data: FeatureSet, selection) -> FeatureSet:
-    """The rows ``selection`` (boolean mask or positions) of ``data``."""
-    return FeatureSet(
-        X=data.X[selection], y=None if data.y is None else data.y[selection],
-        layer_slices=data.layer_slices, class_names=data.class_names, ids=data.ids[selection],
-        index=data.index[selection],
-        splits=None if data.splits is None else data.splits[selection],
-        provenance=data.provenance)
+    return data.subset(np.sort(train_pos)), data.subset(np.sort(test_pos))
 
 
 def load_compatible(store: FeatureStore, expected: dict, layers: Sequence[str],
@@ -100,7 +90,7 @@ def align_labels(data: FeatureSet, class_names: list[str]) -> FeatureSet:
                             f"({', '.join(class_names)})")
     mapping = np.array([class_names.index(n) if n in class_names else -1
                         for n in data.class_names])
-    aligned = subset(data, slice(None))
+    aligned = data.subset(slice(None))
     aligned.y = mapping[data.y]
     aligned.class_names = list(class_names)
     return aligned

@@ -55,6 +55,15 @@ def feature_statistics(X) -> tuple:
     n_samples = X.shape[0]
     if n_samples == 0:
         raise FeatpipeError("cannot compute feature statistics of an empty array; pass some rows")
+    mean, var = _moments(X, xp, device)
+    var = xp.where(_is_constant(var, mean, n_samples, xp), xp.zeros_like(var), var)
+    return mean, xp.sqrt(var)
+
+
+def _moments(X, xp, device) -> tuple:
+    """Featurewise mean and (biased) variance of a non-empty X: two passes in chunks, at the
+    highest precision the device supports; no zero-variance rule."""
+    n_samples = X.shape[0]
     dtype = _accumulation_dtype(xp, device)
     chunks = range(0, n_samples, _STATISTICS_CHUNK_ROWS)
 
@@ -67,10 +76,7 @@ def feature_statistics(X) -> tuple:
     for start in chunks:
         centred = xp.astype(X[start : start + _STATISTICS_CHUNK_ROWS, ...], dtype) - mean
         squares += xp.sum(centred * centred, axis=0)
-    var = squares / n_samples
-
-    var = xp.where(_is_constant(var, mean, n_samples, xp), xp.zeros_like(var), var)
-    return mean, xp.sqrt(var)
+    return mean, squares / n_samples
 
 
 class Standardizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -78,7 +84,9 @@ class Standardizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixi
 
     Statistics come from the data passed to ``fit`` (the training fold inside a
     cross-validation) unless ``statistics`` supplies them, e.g. computed with
-    :func:`feature_statistics` on a larger unlabelled pool.
+    :func:`feature_statistics` on a larger unlabelled pool. ``partial_fit`` accumulates them
+    over batches (e.g. :meth:`~featpipe.store.FeatureStore.iter_batches`), giving what ``fit``
+    gives on all the rows at once.
 
     Parameters
     ----------
@@ -88,8 +96,14 @@ class Standardizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixi
     Attributes
     ----------
     mean_ : array of shape (n_features,)
+    var_ : array of shape (n_features,)
+        Variances (``scale_ ** 2`` with given ``statistics``), kept to combine batches.
     scale_ : array of shape (n_features,)
         Standard deviations; 0 marks a zero-variance feature.
+    n_samples_seen_ : int
+        Rows seen since the last ``fit`` (or the first ``partial_fit``).
+
+    Statistics are kept in the highest float precision of X's device (float64 on CPU).
 
     Examples
     --------
@@ -102,8 +116,16 @@ class Standardizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixi
     def __init__(self, statistics=None):
         self.statistics = statistics
 
+    def _reset(self) -> None:
+        """Forget the statistics learned so far (``__init__`` parameters are kept)."""
+        for name in ("mean_", "var_", "scale_", "n_samples_seen_"):
+            if hasattr(self, name):
+                delattr(self, name)
+
     def fit(self, X, y=None):
         """Compute (or take) the featurewise mean and standard deviation.
+
+        Same as ``_reset()`` then ``partial_fit(X)``.
 
         Parameters
         ----------
@@ -114,11 +136,56 @@ class Standardizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixi
         -------
         self : Standardizer
         """
-        X, xp, device = _float_input(self, X, reset=True)
-        if self.statistics is None:
-            self.mean_, self.scale_ = feature_statistics(X)
-        else:
+        self._reset()
+        return self.partial_fit(X, y)
+
+    def partial_fit(self, X, y=None):
+        """Update the mean and standard deviation with a batch of rows.
+
+        Batch moments are computed like :func:`feature_statistics` and merged into the running
+        ones with Chan et al.'s pairwise update, in the highest float precision of X's device;
+        the zero-variance rule is applied to the running totals. With ``statistics`` given,
+        they are taken as they are and only ``n_samples_seen_`` grows.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            Same namespace, device and number of features at every call.
+        y : ignored
+
+        Returns
+        -------
+        self : Standardizer
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]], dtype=np.float32)
+        >>> scaler = Standardizer().partial_fit(X[:1]).partial_fit(X[1:])
+        >>> scaler.n_samples_seen_, scaler.mean_.tolist(), scaler.var_.tolist()
+        (3, [2.0, 1.0], [2.6666666666666665, 0.0])
+        >>> scaler.scale_.tolist() == Standardizer().fit(X).scale_.tolist()
+        True
+        """
+        first_call = not hasattr(self, "n_samples_seen_")
+        X, xp, device = _float_input(self, X, reset=first_call)
+        n_new = X.shape[0]
+        n_total = n_new if first_call else self.n_samples_seen_ + n_new
+        if self.statistics is not None:
             self.mean_, self.scale_ = self._given_statistics(X.shape[1], xp, device)
+            self.var_ = self.scale_ * self.scale_
+            self.n_samples_seen_ = n_total
+            return self
+        mean, var = _moments(X, xp, device)
+        if not first_call:  # Chan, Golub & LeVeque (1979): merge two sets' moments
+            n_old = self.n_samples_seen_
+            delta = mean - self.mean_
+            mean = self.mean_ + delta * (n_new / n_total)
+            m2 = self.var_ * n_old + var * n_new + delta * delta * (n_old * n_new / n_total)
+            var = m2 / n_total
+        self.mean_, self.var_, self.n_samples_seen_ = mean, var, n_total
+        constant = _is_constant(var, mean, n_total, xp)
+        self.scale_ = xp.sqrt(xp.where(constant, xp.zeros_like(var), var))
         return self
 
     def _given_statistics(self, n_features: int, xp, device):
