@@ -50,8 +50,9 @@ ALL_KEYS = (*_SPEC_KEYS, *DERIVED)
 
 def with_defaults(provenance: Mapping[str, Any]) -> dict[str, Any]:
     """``provenance`` with the spec's default for every setting an older file does not record."""
-    defaults = ExtractionSpec().provenance_fields()
-    return {**{k: v for k, v in defaults.items() if k != "layers"}, **provenance}
+    absent = {k: list(v) if isinstance(v, tuple) else v
+              for k, v in ExtractionSpec.absent_values().items()}
+    return {**absent, **provenance}
 
 
 def resume_differences(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:

@@ -33,6 +33,9 @@ TOKEN_POOLING = ("cls", "mean")
 DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "lzf", "gzip")
 AMP = (None, "bf16", "fp16")
+RESIZE = ("crop", "pad", "squash")
+WHITE = (255, 255, 255)
+DEFAULT_MAX_PIXELS = 200_000_000  # see featpipe.data.decode
 
 # Roles, from strictest to loosest (see featpipe.provenance):
 FEATURE = "feature"  # different values give a different kind of features
@@ -41,8 +44,13 @@ RECORD = "record"  # recorded in the provenance only
 RUN = "run"  # how to run; not recorded
 
 
-def _setting(default, role: str, choices: tuple | None = None):
-    return field(default=default, metadata={"role": role, "choices": choices})
+_SAME = object()
+
+
+def _setting(default, role: str, choices: tuple | None = None, absent=_SAME):
+    """A spec field; ``absent`` is what a file that does not record it means (older files)."""
+    return field(default=default, metadata={
+        "role": role, "choices": choices, "absent": default if absent is _SAME else absent})
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,16 @@ class ExtractionSpec:
         Pooling of transformer tokens.
     image_size : int or None
         Side of the network input; None: the weights' native size.
+    resize : {"crop", "pad", "squash"}
+        How an image becomes the square input: ``crop`` resizes the shorter side to
+        ``image_size / crop_pct`` and center-crops (timm's convention; loses the sides of
+        non-square images), ``pad`` letterboxes (keeps every pixel, pads with ``pad_color``),
+        ``squash`` resizes to the square ignoring the aspect ratio. Files written before this
+        setting existed mean ``crop``.
+    crop_pct : float or None
+        The kept fraction in ``crop`` mode, in (0, 1]; None: the weights' own (0.875 for Lite0).
+    pad_color : tuple of 3 ints
+        Padding colour in ``pad`` mode (transparent images are composited on white).
     dtype : {"float32", "float16"}
         Stored dtype.
     compression : {None, "lzf", "gzip"}
@@ -72,6 +90,8 @@ class ExtractionSpec:
     channels_last : bool
     force : bool
         Allow ``pool="none"`` above the per-layer size cap.
+    max_pixels : int
+        Images larger than this (width x height) are recorded as failures (decompression bombs).
     """
 
     model: str = _setting(DEFAULT_BACKBONE, FEATURE)
@@ -81,11 +101,15 @@ class ExtractionSpec:
     pool: str = _setting("mean", FEATURE, POOLING)
     token_pool: str = _setting("cls", FEATURE, TOKEN_POOLING)
     image_size: int | None = _setting(None, RECORD)
+    resize: str = _setting("crop", FEATURE, RESIZE, absent="crop")
+    crop_pct: float | None = _setting(None, RECORD)
+    pad_color: tuple[int, int, int] = _setting(WHITE, RECORD)
     dtype: str = _setting("float32", RESUME, DTYPES)
     compression: str | None = _setting(None, RESUME, COMPRESSIONS)
     amp: str | None = _setting(None, RECORD, AMP)
     channels_last: bool = _setting(False, RECORD)
     force: bool = _setting(False, RUN)
+    max_pixels: int = _setting(DEFAULT_MAX_PIXELS, RUN)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -96,6 +120,13 @@ class ExtractionSpec:
                 raise UsageError(f"`{f.name}` must be one of {shown}, got {value!r}")
         if isinstance(self.layers, list):
             object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "pad_color", tuple(self.pad_color))
+        if len(self.pad_color) != 3 or not all(0 <= int(v) <= 255 for v in self.pad_color):
+            raise UsageError(f"`pad_color` must be 3 values in 0..255, got {self.pad_color}")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise UsageError(f"`crop_pct` must be in (0, 1], got {self.crop_pct}")
+        if self.max_pixels < 1:
+            raise UsageError(f"`max_pixels` must be >= 1, got {self.max_pixels}")
         if self.image_size is not None and int(self.image_size) < 8:
             raise UsageError(f"`image_size` {self.image_size} is too small; use at least 8 pixels")
 
@@ -119,13 +150,20 @@ class ExtractionSpec:
         out = {name: getattr(self, name) for name in recorded
                if name not in ("weights", "pretrained")}
         out["layers"] = [self.layers] if isinstance(self.layers, str) else list(self.layers)
+        out["pad_color"] = list(self.pad_color)
         return out
+
+    @classmethod
+    def absent_values(cls) -> dict[str, Any]:
+        """What each recorded setting means in a file that does not record it."""
+        return {f.name: f.metadata["absent"] for f in dataclasses.fields(cls)
+                if f.metadata["role"] != RUN and f.name not in ("weights", "pretrained", "layers")}
 
     @classmethod
     def from_provenance(cls, provenance: Mapping[str, Any]) -> ExtractionSpec:
         """The spec that re-extracts features like those described by ``provenance`` (a store's
         or a model's). Keys missing from older files take the field's default."""
-        values = {}
+        values = cls.absent_values()
         for name in cls.fields_with_role(FEATURE, RESUME, RECORD):
             if name in provenance and name not in ("weights", "pretrained"):
                 values[name] = provenance[name]

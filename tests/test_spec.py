@@ -44,12 +44,12 @@ def test_random_init_and_weights_files_round_trip():
     assert (local.pretrained, local.weights) == (True, "/w/model.pth")
 
 
-def test_resume_keys_are_those_of_featpipe_0_1():
+def test_resume_keys_are_those_of_featpipe_0_1_plus_the_resize_mode():
     assert sorted(provenance.RESUME_KEYS) == sorted(
         ("model", "weights", "weights_sha256", "preprocessing", "layers", "layer_dims", "pool",
-         "token_pool", "dtype", "compression", "input_fingerprint", "index_range"))
+         "token_pool", "dtype", "compression", "input_fingerprint", "index_range", "resize"))
     assert set(provenance.FEATURE_KEYS) == {"model", "weights_sha256", "preprocessing", "pool",
-                                            "token_pool"}
+                                            "token_pool", "resize"}
 
 
 def test_missing_keys_of_older_files_read_as_defaults():
@@ -64,7 +64,8 @@ def test_cli_adapter_sets_every_recorded_setting():
         ["extract", "src", "--out", "o.h5", "--model", "timm:resnet18", "--weights", "w.pth",
          "--no-pretrained", "--layers", "a,b", "--pool", "max", "--token-pool", "mean",
          "--image-size", "96", "--dtype", "float16", "--compression", "lzf", "--amp", "bf16",
-         "--channels-last", "--force"])
+         "--channels-last", "--force", "--resize", "squash", "--crop-pct", "0.5",
+         "--pad-color", "#000000", "--max-pixels", "1000"])
     spec = spec_from_args(args)
     defaults = ExtractionSpec()
     for field in dataclasses.fields(ExtractionSpec):

@@ -16,6 +16,16 @@ def add_parser(sub) -> None:
     p.add_argument("--pool", default="mean", help="mean | max | meanmax | none")
     p.add_argument("--token-pool", default="cls", choices=["cls", "mean"], help="ViT token pooling")
     p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--resize", default=None, choices=["crop", "pad", "squash"],
+                   help="crop: shorter side to image-size/crop-pct, centre crop (default); "
+                        "pad: keep the whole image, pad to a square; squash: ignore the aspect")
+    p.add_argument("--crop-pct", type=float, default=None,
+                   help="fraction kept by --resize crop, in (0, 1] (default: the weights')")
+    p.add_argument("--pad-color", default="white",
+                   help="padding of --resize pad: white, black, grey, R,G,B or #RRGGBB")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="larger images (width x height) fail as decompression bombs "
+                        "(default 200000000)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: auto)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -51,7 +61,34 @@ def spec_from_args(args):
         pretrained=not args.no_pretrained, layers=parse_layers(args.layers), pool=args.pool,
         token_pool=args.token_pool, image_size=args.image_size, dtype=args.dtype,
         compression=args.compression, amp=args.amp, channels_last=args.channels_last,
-        force=args.force)
+        force=args.force, **_given(resize=args.resize, crop_pct=args.crop_pct,
+                                   pad_color=parse_color(args.pad_color),
+                                   max_pixels=args.max_pixels))
+
+
+def _given(**options) -> dict:
+    """The options the user set (the spec's defaults stand for the others)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128),
+          "gray": (128, 128, 128)}
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """``white`` / ``R,G,B`` / ``#RRGGBB`` -> an RGB triple."""
+    text = text.strip().lower()
+    try:
+        if text in COLORS:
+            return COLORS[text]
+        if text.startswith("#") and len(text) == 7:
+            return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+        values = tuple(int(v) for v in text.split(","))
+        if len(values) == 3:
+            return values
+    except ValueError:
+        pass
+    raise UsageError(f"`pad_color` must be white, black, grey, R,G,B or #RRGGBB, got {text!r}")
 
 
 def parse_layers(text: str) -> str | tuple[str, ...]:

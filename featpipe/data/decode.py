@@ -148,7 +148,8 @@ def _guarded(decode: Callable[..., Image.Image], *args) -> Image.Image:
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
     pixels = size[0] * size[1]
     if pixels > max_pixels:
-        raise ImageDecodeError(f"decompression bomb: {pixels} pixels > limit {max_pixels}")
+        raise ImageDecodeError(f"decompression bomb: {pixels} pixels > limit {max_pixels} "
+                              "(raise it with --max-pixels, or max_pixels= in Python)")
 
 
 def _decode_opened(image: Image.Image, size_hint: int | None) -> Image.Image:

@@ -98,6 +98,8 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
         dev = resolve_device(device)
         backbone = create_backbone(spec.model, weights=spec.weights, pretrained=spec.pretrained,
                                    image_size=spec.image_size)
+        backbone.preprocessing = backbone.preprocessing.with_resize(
+            spec.resize, crop_pct=spec.crop_pct, fill=spec.pad_color)
         capture = FeatureCapture(backbone, resolve_layers(backbone, spec.layers), pool=spec.pool,
                                  token_pool=spec.token_pool, force=spec.force,
                                  amp=AMP_DTYPES.get(spec.amp),
@@ -106,8 +108,8 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
         resumed = _prepare_partial(partial, provenance, image_set, index, capture.layer_dims,
                                    spec, overwrite)
         started = time.perf_counter()
-        n_computed = _run(partial, image_set, backbone, capture, dev, batch_size=batch_size,
-                          workers=workers, dtype=spec.dtype, progress=progress)
+        n_computed = _run(partial, image_set, backbone, capture, dev, spec,
+                          batch_size=batch_size, workers=workers, progress=progress)
         seconds = time.perf_counter() - started
         os.replace(partial, out)
     store = FeatureStore.open(out)
@@ -202,13 +204,15 @@ def default_workers(n_batches: int) -> int:
 
 
 def _run(partial: Path, image_set: ImageSet, backbone: Backbone, capture: FeatureCapture,
-         dev: torch.device, *, batch_size: int, workers: int | None, dtype: str,
+         dev: torch.device, spec: ExtractionSpec, *, batch_size: int, workers: int | None,
          progress: bool) -> int:
+    """Decode and resize in workers (uint8), normalise per batch on the device, capture, write."""
     with contextlib.closing(StoreWriter.reopen(partial)) as writer:
         batches = aligned_batches(writer.pending_positions(), batch_size)
     n_workers = default_workers(len(batches)) if workers is None else workers
-    dataset = DecodedImages(image_set, transform=backbone.preprocessing,
-                            size_hint=backbone.preprocessing.resize_size)
+    preprocessing = backbone.preprocessing
+    dataset = DecodedImages(image_set, transform=preprocessing.resize_crop,
+                            max_pixels=spec.max_pixels, size_hint=preprocessing.resize_size)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=n_workers,
                         collate_fn=collate_decoded, pin_memory=dev.type == "cuda")
     # Start the decoding workers before the HDF5 file is opened: no handle crosses a fork.
@@ -220,8 +224,9 @@ def _run(partial: Path, image_set: ImageSet, backbone: Backbone, capture: Featur
         for positions, images, failures in batch_iter:
             features = {}
             if images is not None:
-                features = _forward_batch(capture, images.to(dev, non_blocking=True), micro)
-                features = {name: values.cpu().numpy().astype(dtype, copy=False)
+                batch = preprocessing.normalize_batch(images, device=dev)
+                features = _forward_batch(capture, batch, micro)
+                features = {name: values.cpu().numpy().astype(spec.dtype, copy=False)
                             for name, values in features.items()}
             background.put(positions, features, failures)
             n_computed += len(positions)

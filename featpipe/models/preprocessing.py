@@ -16,15 +16,21 @@ from torchvision.transforms import InterpolationMode
 from featpipe.errors import FeatpipeError
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+RESIZE_MODES = ("crop", "pad", "squash")
+WHITE = (255, 255, 255)
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     """Turn an RGB PIL image into the normalized tensor a backbone expects.
 
-    Resize the shorter side to ``resize_size``, center-crop ``image_size``, scale to [0, 1]
-    and normalize with ``mean``/``std``. Deterministic and picklable (safe in DataLoader
-    workers).
+    Bring the image to a square of side ``image_size`` by ``resize_mode``, scale to [0, 1] and
+    normalize with ``mean``/``std``. Deterministic and picklable (safe in DataLoader workers).
+
+    ``crop`` (timm's convention) resizes the shorter side to ``resize_size`` and center-crops:
+    a non-square image loses its sides. ``pad`` (letterbox) resizes the longer side to
+    ``image_size`` and pads the rest with ``fill``: every pixel of the image is kept.
+    ``squash`` resizes to the square, ignoring the aspect ratio.
 
     Calling it on a PIL image does everything per image. The tensor path splits the same work
     in two: :meth:`resize_crop` in the decode worker (PIL image -> uint8 tensor, 4x smaller to
@@ -42,6 +48,9 @@ class Preprocessing:
         Per-channel normalization, applied to values in [0, 1].
     interpolation : {'bicubic', 'bilinear', 'nearest'}
         Resampling filter of the resize.
+    resize_mode : {'crop', 'pad', 'squash'}, default 'crop'
+    fill : tuple of 3 ints, default white
+        Colour of the padding in ``pad`` mode (transparent images are composited on white).
 
     Examples
     --------
@@ -62,6 +71,8 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    resize_mode: str = "crop"
+    fill: tuple[int, int, int] = WHITE
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -72,6 +83,13 @@ class Preprocessing:
             raise FeatpipeError(
                 f"image_size {self.image_size} must be positive and at most resize_size {self.resize_size}"
             )
+        if self.resize_mode not in RESIZE_MODES:
+            raise FeatpipeError(f"`resize` must be one of {', '.join(RESIZE_MODES)}, got "
+                                f"{self.resize_mode!r}")
+        fill = tuple(int(v) for v in self.fill)
+        if len(fill) != 3 or not all(0 <= v <= 255 for v in fill):
+            raise FeatpipeError(f"`pad_color` must be 3 values in 0..255, got {self.fill}")
+        object.__setattr__(self, "fill", fill)
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if not all(v > 0 for v in self.std):
@@ -81,7 +99,7 @@ class Preprocessing:
         return self.normalize_batch(self.resize_crop(img).unsqueeze(0))[0]
 
     def resize_crop(self, img: PIL.Image.Image | torch.Tensor) -> torch.Tensor:
-        """Resize the shorter side to ``resize_size`` and center-crop ``image_size``, as uint8.
+        """Bring an image to the ``image_size`` square by ``resize_mode``, as uint8.
 
         The per-image half of the tensor path, meant for decode workers; finish with
         :meth:`normalize_batch`.
@@ -113,13 +131,28 @@ class Preprocessing:
             if img.mode != "RGB":
                 img = img.convert("RGB")
             mode = InterpolationMode(self.interpolation)
-            img = TF.resize(img, self.resize_size, interpolation=mode)
-            return TF.pil_to_tensor(TF.center_crop(img, self.image_size))
-        _check_uint8_images(img, "img", (3, 4))
-        mode = (InterpolationMode.NEAREST_EXACT if self.interpolation == "nearest"
-                else InterpolationMode(self.interpolation))
-        img = TF.resize(img, self.resize_size, interpolation=mode, antialias=True)
-        return TF.center_crop(img, self.image_size)
+        else:
+            _check_uint8_images(img, "img", (3, 4))
+            mode = (InterpolationMode.NEAREST_EXACT if self.interpolation == "nearest"
+                    else InterpolationMode(self.interpolation))
+        if self.resize_mode == "squash":
+            return _as_tensor(_resize(img, [self.image_size] * 2, mode))
+        if self.resize_mode == "pad":
+            return self._letterbox(img, mode)
+        img = _resize(img, self.resize_size, mode)
+        return _as_tensor(TF.center_crop(img, self.image_size))
+
+    def _letterbox(self, img, mode) -> torch.Tensor:
+        height, width = _height_width(img)
+        scale = self.image_size / max(height, width)
+        size = [max(1, round(height * scale)), max(1, round(width * scale))]
+        resized = _as_tensor(_resize(img, size, mode))
+        canvas = torch.tensor(self.fill, dtype=torch.uint8, device=resized.device)
+        canvas = canvas.view(3, 1, 1).expand(*resized.shape[:-2], self.image_size,
+                                             self.image_size).clone()
+        top, left = (self.image_size - size[0]) // 2, (self.image_size - size[1]) // 2
+        canvas[..., top:top + size[0], left:left + size[1]] = resized
+        return canvas
 
     def normalize_batch(
         self, x: torch.Tensor, device: torch.device | str | None = None
@@ -160,6 +193,24 @@ class Preprocessing:
         """Fraction of the resized image kept by the center crop."""
         return self.image_size / self.resize_size
 
+    def with_resize(self, mode: str, crop_pct: float | None = None,
+                    fill: tuple[int, int, int] = WHITE) -> Preprocessing:
+        """The same preprocessing with another resize mode, crop fraction or padding colour.
+
+        Examples
+        --------
+        >>> prep = Preprocessing(128, 146, (0.5,) * 3, (0.5,) * 3, "bicubic")
+        >>> prep.with_resize("crop", crop_pct=1.0).resize_size
+        128
+        >>> prep.with_resize("pad").to_dict()["resize_mode"]
+        'pad'
+        """
+        if crop_pct is not None and not 0 < crop_pct <= 1:
+            raise FeatpipeError(f"`crop_pct` must be in (0, 1], got {crop_pct}")
+        resize_size = self.resize_size if crop_pct is None else _resize_for(self.image_size,
+                                                                              crop_pct)
+        return dataclasses.replace(self, resize_mode=mode, resize_size=resize_size, fill=fill)
+
     def with_image_size(self, image_size: int) -> Preprocessing:
         """Same preprocessing at another crop size, keeping the crop fraction."""
         return dataclasses.replace(
@@ -170,6 +221,12 @@ class Preprocessing:
         """JSON-ready description, inverse of :meth:`from_dict`."""
         d = dataclasses.asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        # Stores written before resize modes existed hold no such keys: crop omits them, so
+        # its description (which decides whether two stores hold the same features) is as then.
+        if self.resize_mode == "crop":
+            del d["resize_mode"], d["fill"]
+        else:
+            d["fill"] = list(self.fill)
         return d
 
     @classmethod
@@ -181,6 +238,8 @@ class Preprocessing:
             mean=tuple(d["mean"]),
             std=tuple(d["std"]),
             interpolation=str(d["interpolation"]),
+            resize_mode=str(d.get("resize_mode", "crop")),
+            fill=tuple(d.get("fill", WHITE)),
         )
 
 
@@ -191,6 +250,22 @@ def _check_uint8_images(x, name: str, ndims: tuple[int, ...]) -> None:
         got = (f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor)
                else type(x).__name__)
         raise FeatpipeError(f"`{name}` must be a uint8 RGB tensor of shape {shapes}, got {got}")
+
+
+def _resize(img, size, mode):
+    if isinstance(img, PIL.Image.Image):
+        return TF.resize(img, size, interpolation=mode)
+    return TF.resize(img, size, interpolation=mode, antialias=True)
+
+
+def _as_tensor(img) -> torch.Tensor:
+    return TF.pil_to_tensor(img) if isinstance(img, PIL.Image.Image) else img
+
+
+def _height_width(img) -> tuple[int, int]:
+    if isinstance(img, PIL.Image.Image):
+        return img.height, img.width
+    return int(img.shape[-2]), int(img.shape[-1])
 
 
 def _resize_for(image_size: int, crop_pct: float) -> int:
