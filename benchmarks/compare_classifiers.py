@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from benchmarks import common
+from benchmarks import common, harness
 from benchmarks.compare_recipes import STANDARDIZED_C, layer_names
 from featpipe.workflows.fit import TrainingSpec
 
@@ -85,7 +85,7 @@ def score_classifiers(split: common.Split, args) -> list[dict]:
         for clf in chosen_classifiers(args):
             row = {"features": features, "classifier": clf.label,
                    **common.run_spec(train, test, clf.spec(args, len(train.y)), args)}
-            common.log(f"[{split.dataset}] {features} / {clf.label}: test {row['accuracy']:.3f}"
+            harness.log(f"[{split.dataset}] {features} / {clf.label}: test {row['accuracy']:.3f}"
                        f" in {row['fit_seconds']:.1f} s")
             rows.append(row)
     return rows
@@ -94,7 +94,7 @@ def score_classifiers(split: common.Split, args) -> list[dict]:
 def plot(rows: list[dict], path) -> None:
     """Accuracy against search time (log x), one marker per classifier, one panel per dataset."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = common.figure(len(datasets), width=4.6, height=3.8)
+    fig, axes = harness.figure(len(datasets), width=4.6, height=3.8)
     colours = dict(zip((c.label for c in CLASSIFIERS), plt_colours()))
     markers = {"last": "o", "all": "s"}
     for ax, dataset in zip(axes, datasets):
@@ -109,7 +109,7 @@ def plot(rows: list[dict], path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")
     axes[-1].legend(fontsize=6, loc="lower right")
-    common.save_figure(fig, path)
+    harness.save_figure(fig, path)
 
 
 def plt_colours() -> list[str]:
@@ -117,15 +117,15 @@ def plt_colours() -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = common.parser(__doc__.splitlines()[0])
+    p = harness.parser(__doc__.splitlines()[0])
     p.add_argument("--features", default=None,
                    help="comma-separated: last (bn2), all (every layer); default last")
-    common.add_no_umap(p)
-    args = common.parse_args(p, argv)
+    harness.add_no_umap(p)
+    args = harness.parse_args(p, argv)
     args.features = args.features or "last"
     rows = common.for_each_dataset(args, lambda split: score_classifiers(split, args))
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows, COLUMNS)
+    csv_path, md_path, png_path = harness.outputs(args, NAME)
+    harness.write_csv(csv_path, rows, COLUMNS)
     plot(rows, png_path)
     notes = ("`features`: `last` = bn2 (1280-d pre-logits), `all` = the 18 layers (3,120-d). "
              "Grids: LinearSVC (standardized) C in {0.0001..0.1} as in comparison 2, "
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              "{0.001..10}, UMAP-32 + kNN k in {1, 5, 10, 20} (PCA/UMAP fits cached per fold). "
              "`fit_seconds` = the whole CV search plus refit on this shared 2-core CPU; "
              "compare ratios, not absolute values.")
-    table = common.markdown_table(rows, ["dataset", "features", "classifier", "accuracy",
+    table = harness.markdown_table(rows, ["dataset", "features", "classifier", "accuracy",
                                          "balanced_accuracy", "cv_accuracy", "best_params",
                                          "fit_seconds", "predict_seconds"])
     common.write_markdown(md_path, "Comparison 4: classifiers and reducers",

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, harness
 from benchmarks.compare_recipes import CONFIGURATIONS, layer_names, make_spec
 from benchmarks.datasets import few_shot_splits
 from featpipe.workflows.data import subset
@@ -40,7 +40,7 @@ def shot_levels(train_y: np.ndarray, args) -> list:
     levels = [k for k in (QUICK_SHOTS if args.quick else SHOTS) if k <= smallest]
     skipped = [k for k in (QUICK_SHOTS if args.quick else SHOTS) if k > smallest]
     if skipped:
-        common.log(f"skipping shots {skipped}: the smallest class has {smallest} training images")
+        harness.log(f"skipping shots {skipped}: the smallest class has {smallest} training images")
     return levels + [ALL]
 
 
@@ -73,7 +73,7 @@ def score_few_shot(split: common.Split, args) -> list[dict]:
                 rows.append({"configuration": config.label, "shots": shots, "seed": seed, **row})
             mean = np.mean([r["accuracy"] for r in rows if r["shots"] == shots and
                             r["configuration"] == config.label])
-            common.log(f"[{split.dataset}] {config.label}, {shots} shots: {mean:.3f}")
+            harness.log(f"[{split.dataset}] {config.label}, {shots} shots: {mean:.3f}")
     return rows
 
 
@@ -110,7 +110,7 @@ def _mean_std(row: dict) -> str:
 
 def plot(summary: list[dict], path) -> None:
     datasets = list(dict.fromkeys(r["dataset"] for r in summary))
-    fig, axes = common.figure(len(datasets), width=4.6, height=3.8)
+    fig, axes = harness.figure(len(datasets), width=4.6, height=3.8)
     for ax, dataset in zip(axes, datasets):
         mine = [r for r in summary if r["dataset"] == dataset]
         shots = list(dict.fromkeys(r["shots"] for r in mine))
@@ -126,16 +126,16 @@ def plot(summary: list[dict], path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (mean ± std)")
     axes[-1].legend(fontsize=7, loc="lower right")
-    common.save_figure(fig, path)
+    harness.save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = common.parse_args(common.parser(__doc__.splitlines()[0]), argv)
+    args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
     rows = common.for_each_dataset(args, lambda split: score_few_shot(split, args))
     summary = summarize(rows)
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows, COLUMNS)
-    common.write_csv(csv_path.with_name(f"{NAME}_summary.csv"), summary, SUMMARY_COLUMNS)
+    csv_path, md_path, png_path = harness.outputs(args, NAME)
+    harness.write_csv(csv_path, rows, COLUMNS)
+    harness.write_csv(csv_path.with_name(f"{NAME}_summary.csv"), summary, SUMMARY_COLUMNS)
     plot(summary, png_path)
     n_seeds = QUICK_SEEDS if args.quick else SEEDS
     notes = (f"Test accuracy, mean ± std over {n_seeds} seeded balanced draws from the training "

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, harness
 from benchmarks.datasets import few_shot_splits
 from featpipe.workflows.fit import TrainingSpec, fit_features
 from featpipe.workflows.data import subset
@@ -99,7 +99,7 @@ def score_dataset(split: common.Split, args) -> list[dict]:
             for stats in STATS:
                 mean = np.mean([r["accuracy"] for r in rows if r["shots"] == k
                                 and r["stats"] == stats and r["configuration"] == config.label])
-                common.log(f"[{split.dataset}] {config.label}, {k} shots, {stats}: {mean:.3f}")
+                harness.log(f"[{split.dataset}] {config.label}, {k} shots, {stats}: {mean:.3f}")
     return rows
 
 
@@ -134,7 +134,7 @@ STATS_LABELS = {"train": "k labelled images (train)", "pool": "unlabelled pool"}
 
 def plot(summary: list[dict], path) -> None:
     datasets = list(dict.fromkeys(r["dataset"] for r in summary))
-    fig, axes = common.figure(len(datasets), width=4.6, height=3.8)
+    fig, axes = harness.figure(len(datasets), width=4.6, height=3.8)
     for ax, dataset in zip(axes, datasets):
         mine = [r for r in summary if r["dataset"] == dataset]
         shots = sorted({r["shots"] for r in mine})
@@ -151,16 +151,16 @@ def plot(summary: list[dict], path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (mean ± std over seeds)")
     axes[-1].legend(fontsize=6, loc="lower right")
-    common.save_figure(fig, path)
+    harness.save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = common.parse_args(common.parser(__doc__.splitlines()[0]), argv)
+    args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
     rows = common.for_each_dataset(args, lambda split: score_dataset(split, args))
     summary = summarize(rows)
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows, COLUMNS)
-    common.write_csv(csv_path.with_name(f"{NAME}_summary.csv"), summary)
+    csv_path, md_path, png_path = harness.outputs(args, NAME)
+    harness.write_csv(csv_path, rows, COLUMNS)
+    harness.write_csv(csv_path.with_name(f"{NAME}_summary.csv"), summary)
     plot(summary, png_path)
     n_seeds = QUICK_SEEDS if args.quick else SEEDS
     notes = (f"Test accuracy, mean ± std over {n_seeds} seeded balanced draws (population std). "

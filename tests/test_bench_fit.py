@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_fit, common, peers
+from benchmarks import bench_fit, harness, peers
 
 CLIPART = Path(__file__).resolve().parents[1] / "data" / "clipart-mini"
 CLASSES = ("birds", "flowers", "fruit")
@@ -98,7 +98,7 @@ def test_peers_quick(argv, tmp_path):
 def test_fne_layers_are_the_convolutions_ending_each_full_layer():
     from featpipe.models import create_backbone
 
-    bb = create_backbone(common.DEFAULT_MODEL, image_size=64)
+    bb = create_backbone(harness.DEFAULT_MODEL, image_size=64)
     layers = peers.fne_layers(bb)
     assert layers[0] == "conv_stem" and layers[-1] == "conv_head"
     assert layers[1] == "blocks.0.0.conv_pw" and layers[2] == "blocks.1.0.conv_pwl"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import (common, compare_classifiers, compare_layers, compare_recipes, cost,
-                        few_shot, run_all)
+                        few_shot, harness, run_all)
 
 CLIPART = Path(__file__).resolve().parents[1] / "data" / "clipart-mini"
 CLASSES = ("birds", "flowers", "fruit")
@@ -46,7 +46,7 @@ def shared_argv(tmp_path_factory, tiny_manifest) -> list[str]:
     features = tmp_path_factory.mktemp("features")
     argv = ["--datasets", NAME, "--manifest", f"{NAME}={tiny_manifest}", "--image-size", "64",
             "--features-dir", str(features), "--quick"]
-    common.ensure_store(NAME, common.parse_args(common.parser("test"), argv))
+    common.ensure_store(NAME, harness.parse_args(harness.parser("test"), argv))
     return argv
 
 
