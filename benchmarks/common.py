@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -87,6 +87,10 @@ class Split:
     @property
     def layers(self) -> list[str]:
         return list(self.train.layer_slices)
+
+    def only(self, layers: Sequence[str]) -> tuple[FeatureSet, FeatureSet]:
+        """``(train, test)`` restricted to the columns of ``layers``."""
+        return only_layers(self.train, layers), only_layers(self.test, layers)
 
 
 def load_split(dataset: str, args) -> Split:
@@ -208,6 +212,15 @@ def few_shot_cv(y: np.ndarray, folds: int = FULL_CV) -> int | None:
     return None if smallest < 2 else min(folds, smallest)
 
 
+def summarize_seeds(rows: Sequence[Mapping], keys: Sequence[str]) -> list[dict]:
+    """Mean and (population) std of ``accuracy`` over seeds, per group of ``keys`` values."""
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row["accuracy"])
+    return [{**dict(zip(keys, key)), "n_seeds": len(values), "mean": float(np.mean(values)),
+             "std": float(np.std(values))} for key, values in groups.items()]
+
+
 def fixed_default(spec) -> dict:
     """The documented parameters used when CV is impossible (a class with one image):
     C=1 for LinearSVC-based pipelines (the grid's largest C when the grid stops below 1),
@@ -266,6 +279,23 @@ def write_markdown(path: Path, title: str, sections: Iterable[str], args, module
               f"mean-pooled; CV folds on the training split: {cv_folds(args)}"
               + ("; **--quick subset**" if args.quick else "")]
     return harness.write_page(path, title, header, sections)
+
+
+def run_comparison(args, score: Callable[[Split, Any], list[dict]], name: str,
+                   columns: Sequence[str]) -> tuple[list[dict], harness.Outputs]:
+    """``score(split, args)`` on every dataset; the rows, also written to ``<out>/<name>.csv``,
+    and the page's files."""
+    rows = for_each_dataset(args, lambda split: score(split, args))
+    out = harness.outputs(args, name)
+    harness.write_csv(out.csv, rows, columns)
+    return rows, out
+
+
+def finish(out: harness.Outputs, title: str, sections: Iterable[str], args, module: str) -> int:
+    """Write the comparison's Markdown page and name the files written; exit status 0."""
+    write_markdown(out.md, title, sections, args, module)
+    print(f"wrote {out.csv}, {out.md}, {out.png}")
+    return 0
 
 
 def for_each_dataset(args, work: Callable[[Split], list[dict]]) -> list[dict]:

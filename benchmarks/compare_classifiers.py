@@ -80,8 +80,7 @@ def score_classifiers(split: common.Split, args) -> list[dict]:
     rows = []
     for features in feature_sets(args):
         layers = layer_names(features, split.layers)
-        train = common.only_layers(split.train, layers)
-        test = common.only_layers(split.test, layers)
+        train, test = split.only(layers)
         for clf in chosen_classifiers(args):
             row = {"features": features, "classifier": clf.label,
                    **common.run_spec(train, test, clf.spec(args, len(train.y)), args)}
@@ -104,12 +103,8 @@ def plot(rows: list[dict], path) -> None:
                        label=f"{r['classifier']} [{r['features']}]")
         ax.set_xscale("log")
         ax.set_xlabel("search + refit seconds (log)")
-        ax.set_title(f"{dataset} ({common.similarity(dataset)})")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy")
-    axes[-1].legend(fontsize=6, loc="lower right")
-    harness.save_figure(fig, path)
+    harness.finish_panels(fig, axes, [f"{d} ({common.similarity(d)})" for d in datasets],
+                          "test accuracy", path, legend_size=6)
 
 
 def plt_colours() -> list[str]:
@@ -123,10 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     harness.add_no_umap(p)
     args = harness.parse_args(p, argv)
     args.features = args.features or "last"
-    rows = common.for_each_dataset(args, lambda split: score_classifiers(split, args))
-    csv_path, md_path, png_path = harness.outputs(args, NAME)
-    harness.write_csv(csv_path, rows, COLUMNS)
-    plot(rows, png_path)
+    rows, out = common.run_comparison(args, score_classifiers, NAME, COLUMNS)
+    plot(rows, out.png)
     notes = ("`features`: `last` = bn2 (1280-d pre-logits), `all` = the 18 layers (3,120-d). "
              "Grids: LinearSVC (standardized) C in {0.0001..0.1} as in comparison 2, "
              "SVC-RBF C in {0.1..100} with gamma=scale, "
@@ -137,11 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = harness.markdown_table(rows, ["dataset", "features", "classifier", "accuracy",
                                          "balanced_accuracy", "cv_accuracy", "best_params",
                                          "fit_seconds", "predict_seconds"])
-    common.write_markdown(md_path, "Comparison 4: classifiers and reducers",
-                          [notes, "## Results\n\n" + table, f"![classifiers]({png_path.name})"],
-                          args, f"benchmarks.{NAME}")
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Comparison 4: classifiers and reducers",
+                         [notes, "## Results\n\n" + table, f"![classifiers]({out.png.name})"],
+                         args, f"benchmarks.{NAME}")
 
 
 if __name__ == "__main__":

@@ -38,8 +38,7 @@ def score_layers(split: common.Split, args) -> list[dict]:
     """One row per layer, in forward order."""
     spec, rows = layer_spec(args), []
     for depth, layer in enumerate(split.layers):
-        train = common.only_layers(split.train, [layer])
-        test = common.only_layers(split.test, [layer])
+        train, test = split.only([layer])
         row = {"depth": depth, "layer": layer, **common.run_spec(train, test, spec, args)}
         harness.log(f"[{split.dataset}] {layer}: test {row['accuracy']:.3f}")
         rows.append(row)
@@ -77,22 +76,18 @@ def peak_summary(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
-    rows = common.for_each_dataset(args, lambda split: score_layers(split, args))
-    csv_path, md_path, png_path = harness.outputs(args, NAME)
-    harness.write_csv(csv_path, rows, COLUMNS)
-    plot(rows, png_path)
+    rows, out = common.run_comparison(args, score_layers, NAME, COLUMNS)
+    plot(rows, out.png)
     notes = ("Each layer alone: standardize (training statistics) -> multinomial logistic "
              f"regression (L-BFGS), C from {{{', '.join(f'{c:g}' for c in layer_grid(args))}}} "
              "by stratified CV on the training split; test split scored once. "
              "`accuracy` is test accuracy, `cv_accuracy` the best mean CV accuracy.")
     table = harness.markdown_table(
         rows, ["dataset", "depth", "layer", "n_features", "accuracy", "cv_accuracy", "best_params"])
-    common.write_markdown(md_path, "Comparison 1: accuracy of each layer alone",
-                          [notes, "## Peak per dataset\n\n" + peak_summary(rows),
-                           "## All layers\n\n" + table, f"![layers]({png_path.name})"],
-                          args, f"benchmarks.{NAME}")
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Comparison 1: accuracy of each layer alone",
+                         [notes, "## Peak per dataset\n\n" + peak_summary(rows),
+                          "## All layers\n\n" + table, f"![layers]({out.png.name})"],
+                         args, f"benchmarks.{NAME}")
 
 
 if __name__ == "__main__":

@@ -80,8 +80,7 @@ def score_configurations(split: common.Split, args) -> list[dict]:
     rows = []
     for config in CONFIGURATIONS:
         layers = layer_names(config.layers, split.layers)
-        train = common.only_layers(split.train, layers)
-        test = common.only_layers(split.test, layers)
+        train, test = split.only(layers)
         row = {"configuration": config.label, "layers": _layers_text(layers),
                **common.run_spec(train, test, make_spec(config, args), args)}
         harness.log(f"[{split.dataset}] {config.label}: test {row['accuracy']:.3f}")
@@ -125,10 +124,8 @@ def pivot(rows: list[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
-    rows = common.for_each_dataset(args, lambda split: score_configurations(split, args))
-    csv_path, md_path, png_path = harness.outputs(args, NAME)
-    harness.write_csv(csv_path, rows, COLUMNS)
-    plot(rows, png_path)
+    rows, out = common.run_comparison(args, score_configurations, NAME, COLUMNS)
+    plot(rows, out.png)
     notes = ("L2 = L2-normalize each layer's block separately (one block for a single layer); "
              "LinearSVC grid C in {0.01..1000} for `l2`, {0.001..10} for `fne`, "
              "{0.0001..0.1} for the standardized full network (the features are separable: "
@@ -140,12 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     detail = harness.markdown_table(rows, ["dataset", "configuration", "layers", "n_features",
                                           "accuracy", "balanced_accuracy", "cv_accuracy",
                                           "best_params", "fit_seconds"])
-    common.write_markdown(md_path, "Comparison 2: last layer vs full network (the lectures' table)",
-                          [notes, "## Test accuracy\n\n" + pivot(rows),
-                           "## Details\n\n" + detail, f"![recipes]({png_path.name})"],
-                          args, f"benchmarks.{NAME}")
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Comparison 2: last layer vs full network (the lectures' table)",
+                         [notes, "## Test accuracy\n\n" + pivot(rows),
+                          "## Details\n\n" + detail, f"![recipes]({out.png.name})"],
+                         args, f"benchmarks.{NAME}")
 
 
 if __name__ == "__main__":

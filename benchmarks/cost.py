@@ -82,8 +82,7 @@ def classical_rows(split: common.Split, args) -> list[dict]:
     rows = []
     for config in configurations(args):
         layers = layer_names(config.layers, split.layers)
-        train = common.only_layers(split.train, layers)
-        test = common.only_layers(split.test, layers)
+        train, test = split.only(layers)
         spec = make_spec(config, args)
         params = common.fixed_default(spec)
         result = common.fit_fixed(train, test, spec, params)
@@ -137,10 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     harness.add_no_umap(p)
     args = harness.parse_args(p, argv)
     started = time.perf_counter()
-    rows = common.for_each_dataset(args, lambda split: measure(split, args))
-    csv_path, md_path, png_path = harness.outputs(args, NAME)
-    harness.write_csv(csv_path, rows, COLUMNS)
-    plot(rows, png_path)
+    rows, out = common.run_comparison(args, measure, NAME, COLUMNS)
+    plot(rows, out.png)
     notes = (f"Extraction: first {_n_extract(args)} images per dataset, batch 32, CPU, model "
              "loading excluded. Classical: one fit on the whole training split with fixed "
              "parameters (no CV) and one prediction of the test split. Measured on a shared "
@@ -155,11 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "## Classical stage\n\n" + harness.markdown_table(
                     classical, ["dataset", "configuration", "n_images", "n_features", "params",
                                 "seconds", "predict_seconds"]),
-                f"![cost]({png_path.name})",
+                f"![cost]({out.png.name})",
                 f"Total script time {time.perf_counter() - started:.0f} s."]
-    common.write_markdown(md_path, "Comparison 6: cost", sections, args, f"benchmarks.{NAME}")
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Comparison 6: cost", sections, args, f"benchmarks.{NAME}")
 
 
 if __name__ == "__main__":

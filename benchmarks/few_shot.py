@@ -65,8 +65,7 @@ def score_few_shot(split: common.Split, args) -> list[dict]:
     rows = []
     for config in CONFIGURATIONS:
         layers = layer_names(config.layers, split.layers)
-        train_all = common.only_layers(split.train, layers)
-        test = common.only_layers(split.test, layers)
+        train_all, test = split.only(layers)
         for shots in shot_levels(train_all.y, args):
             for seed, picked in draws(train_all.y, shots, args):
                 row = fit_one(subset(train_all, picked), test, config, args)
@@ -79,13 +78,7 @@ def score_few_shot(split: common.Split, args) -> list[dict]:
 
 def summarize(rows: list[dict]) -> list[dict]:
     """Mean and std of test accuracy over seeds, per dataset, configuration and shots."""
-    groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], r["similarity"], r["configuration"], r["shots"]),
-                          []).append(r["accuracy"])
-    return [{"dataset": d, "similarity": s, "configuration": c, "shots": k,
-             "n_seeds": len(v), "mean": float(np.mean(v)), "std": float(np.std(v))}
-            for (d, s, c, k), v in groups.items()]
+    return common.summarize_seeds(rows, ("dataset", "similarity", "configuration", "shots"))
 
 
 def pivot(summary: list[dict], dataset: str) -> str:
@@ -121,22 +114,16 @@ def plot(summary: list[dict], path) -> None:
                         yerr=[r["std"] for r in line], marker="o", capsize=3, label=config)
         ax.set_xticks(range(len(shots)), [str(k) for k in shots])
         ax.set_xlabel("training images per class")
-        ax.set_title(f"{dataset} ({common.similarity(dataset)})")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy (mean ± std)")
-    axes[-1].legend(fontsize=7, loc="lower right")
-    harness.save_figure(fig, path)
+    harness.finish_panels(fig, axes, [f"{d} ({common.similarity(d)})" for d in datasets],
+                          "test accuracy (mean ± std)", path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
-    rows = common.for_each_dataset(args, lambda split: score_few_shot(split, args))
+    rows, out = common.run_comparison(args, score_few_shot, NAME, COLUMNS)
     summary = summarize(rows)
-    csv_path, md_path, png_path = harness.outputs(args, NAME)
-    harness.write_csv(csv_path, rows, COLUMNS)
-    harness.write_csv(csv_path.with_name(f"{NAME}_summary.csv"), summary, SUMMARY_COLUMNS)
-    plot(summary, png_path)
+    harness.write_csv(out.csv.with_name(f"{NAME}_summary.csv"), summary, SUMMARY_COLUMNS)
+    plot(summary, out.png)
     n_seeds = QUICK_SEEDS if args.quick else SEEDS
     notes = (f"Test accuracy, mean ± std over {n_seeds} seeded balanced draws from the training "
              "split (population std). With k >= 2 images per class C is chosen by stratified "
@@ -147,10 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              "training images are left out.")
     tables = [f"## {d} ({common.similarity(d)} similarity)\n\n" + pivot(summary, d)
               for d in dict.fromkeys(r["dataset"] for r in summary)]
-    common.write_markdown(md_path, "Comparison 3: few-shot", [notes, *tables,
-                          f"![few-shot]({png_path.name})"], args, f"benchmarks.{NAME}")
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Comparison 3: few-shot",
+                         [notes, *tables, f"![few-shot]({out.png.name})"], args,
+                         f"benchmarks.{NAME}")
 
 
 if __name__ == "__main__":

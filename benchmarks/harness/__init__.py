@@ -21,15 +21,16 @@ from benchmarks.harness.cli import (DATA_DIR, DEFAULT_DATASETS, DEFAULT_IMAGE_SI
                                     names_list, parse_args, parser)
 from benchmarks.harness.measure import (MIB, Measured, current_rss_mib, format_load,
                                         load_average, measure, own_peak_rss_mib, peak_rss_mib)
-from benchmarks.harness.pages import (command_line, figure, fmt, git_commit, log, machine,
-                                      markdown_table, outputs, provenance, save_figure, today,
-                                      write_csv, write_page, write_text)
+from benchmarks.harness.pages import (Outputs, command_line, figure, finish_panels, fmt,
+                                      git_commit, log, machine, markdown_table, outputs,
+                                      provenance, save_figure, today, write_csv, write_page,
+                                      write_text)
 
 __all__ = ["Arm", "DATA_DIR", "DEFAULT_DATASETS", "DEFAULT_IMAGE_SIZE", "DEFAULT_MODEL",
-           "FEATURES_DIR", "MIB", "Measured", "QUICK_RESULTS_DIR", "REPO", "RESULTS_DIR",
+           "FEATURES_DIR", "MIB", "Measured", "Outputs", "QUICK_RESULTS_DIR", "REPO", "RESULTS_DIR",
            "add_datasets", "add_no_umap", "arm_table", "base_parser", "cache_file", "cached",
-           "choose", "choose_arms", "command_line", "current_rss_mib", "figure", "fmt",
-           "format_load", "git_commit", "load_average", "log", "machine", "markdown_table",
+           "choose", "choose_arms", "command_line", "current_rss_mib", "figure", "finish_panels",
+           "fmt", "format_load", "git_commit", "load_average", "log", "machine", "markdown_table",
            "measure", "names_list", "outputs", "own_peak_rss_mib", "parse_args", "parser",
            "peak_rss_mib", "provenance", "read_json", "save_figure", "today", "write_csv",
            "write_json", "write_page", "write_text"]

@@ -12,7 +12,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -63,11 +63,19 @@ def provenance(module: str, argv: Sequence[str], machine_note: str = "") -> list
 # --------------------------------------------------------------------------- files
 
 
-def outputs(args, name: str) -> tuple[Path, Path, Path]:
+class Outputs(NamedTuple):
+    """The files of one result page."""
+
+    csv: Path
+    md: Path
+    png: Path
+
+
+def outputs(args, name: str) -> Outputs:
     """``(<out>/<name>.csv, .md, .png)``, creating ``<out>``."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    return out / f"{name}.csv", out / f"{name}.md", out / f"{name}.png"
+    return Outputs(out / f"{name}.csv", out / f"{name}.md", out / f"{name}.png")
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -142,6 +150,19 @@ def save_figure(fig, path: Path) -> Path:
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
     plt.close(fig)
     return path
+
+
+def finish_panels(fig, axes, titles: Sequence[str], ylabel: str, path: Path,
+                  legend_size: float = 7) -> Path:
+    """Accuracy panels: each titled, y from 0 to 1, a light grid; the y label on the first
+    panel and the legend (lower right) on the last; saved with :func:`save_figure`."""
+    for ax, title in zip(axes, titles):
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=legend_size, loc="lower right")
+    return save_figure(fig, path)
 
 
 def log(message: str) -> None:
