@@ -212,13 +212,18 @@ def few_shot_cv(y: np.ndarray, folds: int = FULL_CV) -> int | None:
     return None if smallest < 2 else min(folds, smallest)
 
 
-def summarize_seeds(rows: Sequence[Mapping], keys: Sequence[str]) -> list[dict]:
-    """Mean and (population) std of ``accuracy`` over seeds, per group of ``keys`` values."""
+def summarize_seeds(rows: Sequence[Mapping], keys: Sequence[str], out: harness.Outputs,
+                    name: str) -> list[dict]:
+    """Mean and (population) std of ``accuracy`` over seeds, per group of ``keys`` values;
+    also written to ``<out>/<name>_summary.csv`` (columns: keys, n_seeds, mean, std)."""
     groups: dict[tuple, list[float]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row["accuracy"])
-    return [{**dict(zip(keys, key)), "n_seeds": len(values), "mean": float(np.mean(values)),
-             "std": float(np.std(values))} for key, values in groups.items()]
+    summary = [{**dict(zip(keys, key)), "n_seeds": len(values), "mean": float(np.mean(values)),
+                "std": float(np.std(values))} for key, values in groups.items()]
+    harness.write_csv(out.csv.with_name(f"{name}_summary.csv"), summary,
+                      [*keys, "n_seeds", "mean", "std"])
+    return summary
 
 
 def fixed_default(spec) -> dict:

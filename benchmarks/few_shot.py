@@ -31,7 +31,7 @@ SEEDS, QUICK_SEEDS = 5, 2
 ALL = "all"
 COLUMNS = ["dataset", "similarity", "configuration", "shots", "seed", "cv", "n_train",
            "accuracy", "balanced_accuracy", "best_params", "fit_seconds"]
-SUMMARY_COLUMNS = ["dataset", "similarity", "configuration", "shots", "n_seeds", "mean", "std"]
+SUMMARY_KEYS = ("dataset", "similarity", "configuration", "shots")  # + n_seeds, mean, std
 
 
 def shot_levels(train_y: np.ndarray, args) -> list:
@@ -76,11 +76,6 @@ def score_few_shot(split: common.Split, args) -> list[dict]:
     return rows
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and std of test accuracy over seeds, per dataset, configuration and shots."""
-    return common.summarize_seeds(rows, ("dataset", "similarity", "configuration", "shots"))
-
-
 def pivot(summary: list[dict], dataset: str) -> str:
     """Configurations as rows, shots as columns, cells ``mean ± std``."""
     mine = [r for r in summary if r["dataset"] == dataset]
@@ -121,8 +116,7 @@ def plot(summary: list[dict], path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
     rows, out = common.run_comparison(args, score_few_shot, NAME, COLUMNS)
-    summary = summarize(rows)
-    harness.write_csv(out.csv.with_name(f"{NAME}_summary.csv"), summary, SUMMARY_COLUMNS)
+    summary = common.summarize_seeds(rows, SUMMARY_KEYS, out, NAME)
     plot(summary, out.png)
     n_seeds = QUICK_SEEDS if args.quick else SEEDS
     notes = (f"Test accuracy, mean ± std over {n_seeds} seeded balanced draws from the training "

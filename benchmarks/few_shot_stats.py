@@ -30,6 +30,7 @@ SHOTS, QUICK_SHOTS = (1, 2, 5, 10), (1, 2)
 SEEDS, QUICK_SEEDS = 5, 2
 ONE_SHOT_C = 1.0
 STATS = ("train", "pool")
+SUMMARY_KEYS = ("dataset", "configuration", "stats", "shots")  # + n_seeds, mean, std
 COLUMNS = ["dataset", "configuration", "stats", "shots", "seed", "cv", "n_train", "n_pool",
            "best_C", "accuracy"]
 
@@ -102,12 +103,6 @@ def score_dataset(split: common.Split, args) -> list[dict]:
     return rows
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and std of test accuracy over seeds, per dataset, configuration, statistics and
-    shots."""
-    return common.summarize_seeds(rows, ("dataset", "configuration", "stats", "shots"))
-
-
 def pivot(summary: list[dict], dataset: str) -> str:
     """Rows: configuration x statistics; columns: shots; cells ``mean ± std``."""
     mine = [r for r in summary if r["dataset"] == dataset]
@@ -148,8 +143,7 @@ def plot(summary: list[dict], path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
     rows, out = common.run_comparison(args, score_dataset, NAME, COLUMNS)
-    summary = summarize(rows)
-    harness.write_csv(out.csv.with_name(f"{NAME}_summary.csv"), summary)
+    summary = common.summarize_seeds(rows, SUMMARY_KEYS, out, NAME)
     plot(summary, out.png)
     n_seeds = QUICK_SEEDS if args.quick else SEEDS
     notes = (f"Test accuracy, mean ± std over {n_seeds} seeded balanced draws (population std). "

@@ -141,21 +141,6 @@ def test_flowers102_uses_mat_files(tmp_path):
                                for number, (label, split) in enumerate(expected, 1)})
 
 
-def test_dtd_uses_split_one_with_val(tmp_path):
-    root = tmp_path / "dtd"
-    for name in ("banded/b1.jpg", "banded/b2.jpg", "banded/b3.jpg", "dotted/d1.jpg"):
-        _touch_image(root / "images" / name)
-    (root / "labels").mkdir()
-    (root / "labels" / "train1.txt").write_text("banded/b1.jpg\n")
-    (root / "labels" / "val1.txt").write_text("dotted/d1.jpg\n")
-    (root / "labels" / "test1.txt").write_text("banded/b2.jpg\n")
-    manifest = ds.prepare("dtd", tmp_path / "out", source=root)
-    images = root / "images"
-    _check_official(manifest, {(images / "banded/b1.jpg", "banded", "train"),
-                               (images / "dotted/d1.jpg", "dotted", "train"),
-                               (images / "banded/b2.jpg", "banded", "test")})
-
-
 def test_cub200_reads_id_files_and_class_names(tmp_path):
     root = tmp_path / "CUB_200_2011"
     rel = ["001.Black_footed_Albatross/a.jpg", "001.Black_footed_Albatross/b.jpg",
@@ -190,31 +175,38 @@ def test_pets_labels_are_breeds_and_missing_images_are_skipped(tmp_path):
                                (images / "great_pyrenees_3.jpg", "great_pyrenees", "test")})
 
 
-def test_food101_adds_jpg_extension(tmp_path):
-    root = tmp_path / "food-101"
-    for name in ("apple_pie/1", "apple_pie/2", "sushi/3"):
-        _touch_image(root / "images" / f"{name}.jpg")
-    (root / "meta").mkdir()
-    (root / "meta" / "train.txt").write_text("apple_pie/1\nsushi/3\n")
-    (root / "meta" / "test.txt").write_text("apple_pie/2\n")
-    manifest = ds.prepare("food101", tmp_path / "out", source=root)
-    images = root / "images"
-    _check_official(manifest, {(images / "apple_pie/1.jpg", "apple_pie", "train"),
-                               (images / "sushi/3.jpg", "sushi", "train"),
-                               (images / "apple_pie/2.jpg", "apple_pie", "test")})
+# name -> (image folder, image files, official list files, expected (file, label, split)).
+# dtd: split 1, val1 counts as training; food101: list lines have no extension; mit67: lists.
+LISTED = {
+    "dtd": ("images", ("banded/b1.jpg", "banded/b2.jpg", "banded/b3.jpg", "dotted/d1.jpg"),
+            {"labels/train1.txt": "banded/b1.jpg\n", "labels/val1.txt": "dotted/d1.jpg\n",
+             "labels/test1.txt": "banded/b2.jpg\n"},
+            {("banded/b1.jpg", "banded", "train"), ("dotted/d1.jpg", "dotted", "train"),
+             ("banded/b2.jpg", "banded", "test")}),
+    "food101": ("images", ("apple_pie/1.jpg", "apple_pie/2.jpg", "sushi/3.jpg"),
+                {"meta/train.txt": "apple_pie/1\nsushi/3\n", "meta/test.txt": "apple_pie/2\n"},
+                {("apple_pie/1.jpg", "apple_pie", "train"), ("sushi/3.jpg", "sushi", "train"),
+                 ("apple_pie/2.jpg", "apple_pie", "test")}),
+    "mit67": ("Images", ("kitchen/k1.jpg", "kitchen/k2.jpg", "bar/b1.jpg"),
+              {"TrainImages.txt": "kitchen/k1.jpg\nbar/b1.jpg\n",
+               "TestImages.txt": "kitchen/k2.jpg\n"},
+              {("kitchen/k1.jpg", "kitchen", "train"), ("bar/b1.jpg", "bar", "train"),
+               ("kitchen/k2.jpg", "kitchen", "test")}),
+}
 
 
-def test_mit67_reads_train_and_test_lists(tmp_path):
-    root = tmp_path / "mit67"
-    for name in ("kitchen/k1.jpg", "kitchen/k2.jpg", "bar/b1.jpg"):
-        _touch_image(root / "Images" / name)
-    (root / "TrainImages.txt").write_text("kitchen/k1.jpg\nbar/b1.jpg\n")
-    (root / "TestImages.txt").write_text("kitchen/k2.jpg\n")
-    manifest = ds.prepare("mit67", tmp_path / "out", source=root)
-    images = root / "Images"
-    _check_official(manifest, {(images / "kitchen/k1.jpg", "kitchen", "train"),
-                               (images / "bar/b1.jpg", "bar", "train"),
-                               (images / "kitchen/k2.jpg", "kitchen", "test")})
+@pytest.mark.parametrize("name", sorted(LISTED))
+def test_official_list_files_give_the_split(tmp_path, name):
+    folder, files, lists, expected = LISTED[name]
+    root = tmp_path / name
+    for file in files:
+        _touch_image(root / folder / file)
+    for relative, text in lists.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    manifest = ds.prepare(name, tmp_path / "out", source=root)
+    _check_official(manifest, {(root / folder / file, label, split)
+                               for file, label, split in expected})
 
 
 def test_missing_source_is_one_line_error_with_exit_1(tmp_path, capsys):
