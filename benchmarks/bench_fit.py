@@ -104,7 +104,7 @@ def cache_row(recipe, arm, result, grid, cv, split, load) -> dict:
     return {"part": "cache", "recipe": recipe, "arm": arm,
             "cached": result.extra.get("cache") is not None,
             "seconds": result.fit_seconds, "cv_accuracy": result.best_score,
-            "best_params": common._params_text(result.best_params),
+            "best_params": common.params_text(result.best_params),
             "n_candidates": n_candidates, "cv": cv, "n_train": int(len(split.train.y)),
             "n_features": int(split.train.X.shape[1]), "load": load}
 

@@ -150,7 +150,7 @@ def _search_and_score(train: FeatureSet, test: FeatureSet, spec) -> dict:
     evaluation = evaluate(search.best_estimator, test.X, test.y, train.class_names)
     return {"accuracy": evaluation["accuracy"],
             "balanced_accuracy": evaluation["balanced_accuracy"],
-            "cv_accuracy": search.best_score, "best_params": _params_text(search.best_params),
+            "cv_accuracy": search.best_score, "best_params": params_text(search.best_params),
             "fit_seconds": search.fit_seconds, "refit_seconds": search.refit_seconds,
             "predict_seconds": evaluation["predict_seconds"],
             "n_train": int(len(train.y)), "n_test": int(len(test.y)),
@@ -187,13 +187,13 @@ def fit_fixed(train: FeatureSet, test: FeatureSet, spec, params: Mapping) -> dic
     evaluation = evaluate(pipeline, test.X, test.y, train.class_names)
     return {"accuracy": evaluation["accuracy"],
             "balanced_accuracy": evaluation["balanced_accuracy"], "cv_accuracy": float("nan"),
-            "best_params": _params_text(params) + " (fixed)", "fit_seconds": seconds,
+            "best_params": params_text(params) + " (fixed)", "fit_seconds": seconds,
             "refit_seconds": seconds, "predict_seconds": evaluation["predict_seconds"],
             "n_train": int(len(train.y)), "n_test": int(len(test.y)),
             "n_features": int(train.X.shape[1])}
 
 
-def _params_text(params: Mapping) -> str:
+def params_text(params: Mapping) -> str:
     return " ".join(f"{k.split('__')[-1]}={_short(v)}" for k, v in sorted(params.items()))
 
 
