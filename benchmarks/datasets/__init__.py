@@ -73,13 +73,13 @@ applies to each split separately.
 
 Modules: ``splits`` (manifests, stratified and k-shot splits), ``images`` (thumbnails on white
 through featpipe's decoder, PNG output), ``debian`` (Debian packages as sources), ``clipart``,
-``tuxpaint``, ``mnist`` and ``literature`` (one per dataset family), ``prepare`` (the registry,
+``tuxpaint``, ``mnist`` and ``literature`` (one per dataset family), ``registry`` (the registry,
 :func:`prepare` and the command line).
 """
 
 from __future__ import annotations
 
-from benchmarks.datasets.prepare import DATASETS, DEFAULT_OUT, DatasetInfo, main, prepare
+from benchmarks.datasets.registry import DATASETS, DEFAULT_OUT, DatasetInfo, main, prepare
 from benchmarks.datasets.splits import (MANIFEST_NAME, Item, few_shot_splits, read_manifest,
                                         stratified_split, write_manifest)
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from benchmarks.datasets.prepare import main
+from benchmarks.datasets.registry import main
 
 sys.exit(main())
