@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image, ImageChops
 
 from benchmarks.datasets.splits import MANIFEST_NAME, Item
-from featpipe.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb
 from featpipe.errors import FeatpipeError
 from featpipe.fileio import atomic_write
 
@@ -30,16 +29,18 @@ def ink_fraction(image: Image.Image) -> float:
 
 
 def load_flat_thumbnail(path: Path, max_side: int, trim: bool = False,
-                        max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+                        max_pixels: int | None = None) -> Image.Image:
     """Decode ``path`` with featpipe's decoder (transparency composited on white, JPEGs
     decoded at reduced size), shrink so the longer side is <= ``max_side``.
 
     With ``trim``, white margins are cut first (keeping a small border), so that a small
     drawing on a large page fills the thumbnail. An undecodable file (or one over
-    ``max_pixels``) raises :class:`FeatpipeError`.
+    ``max_pixels``, default featpipe's limit) raises :class:`FeatpipeError`.
     """
+    from featpipe.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb  # torch
+
     try:
-        flat = load_rgb(path, max_pixels=max_pixels, size_hint=max_side)
+        flat = load_rgb(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, size_hint=max_side)
     except ImageDecodeError as error:
         raise FeatpipeError(f"{path}: {error.reason}") from None
     if trim:

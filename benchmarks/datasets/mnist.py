@@ -13,7 +13,6 @@ from benchmarks.datasets.debian import ensure_debian_package
 from benchmarks.datasets.images import existing, materialize, reset_output
 from benchmarks.datasets.splits import (MANIFEST_NAME, SPLITS, Item, cap_per_class,
                                         split_unassigned, write_manifest)
-from featpipe.data.idx import read_idx
 from featpipe.errors import FeatpipeError
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -67,6 +66,8 @@ def prepare_fashion_mnist(dest: Path, seed: int = 0, *, source: Path | None = No
 
 
 def _read_fashion_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    from featpipe.data.idx import read_idx  # featpipe.data imports torch
+
     image_file, label_file = (existing(root / name) for name in FASHION_MNIST_FILES[split])
     images, codes = read_idx(image_file, ndim=3), read_idx(label_file, ndim=1)
     if len(images) != len(codes) or codes.max(initial=0) > 9:

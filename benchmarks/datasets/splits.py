@@ -12,7 +12,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from featpipe.data.sources import from_manifest
 from featpipe.errors import FeatpipeError
 from featpipe.fileio import atomic_write
 
@@ -111,6 +110,8 @@ def read_manifest(manifest: Path) -> list[Item]:
     -------
     list of Item
     """
+    from featpipe.data.sources import from_manifest  # imports torch
+
     images = from_manifest(manifest)
     if images.labels is None or images.splits is None:
         raise FeatpipeError(f"{manifest}: header must be {','.join(MANIFEST_HEADER)}")
