@@ -1,4 +1,12 @@
-"""Benchmark tooling for featpipe: dataset preparation and (elsewhere) benchmark runners.
+"""Benchmark tooling for featpipe: dataset preparation, a small harness, one module per
+comparison.
 
-Run ``python -m benchmarks.datasets --help`` from the repository root.
+- ``benchmarks.datasets``: prepares datasets into featpipe manifests
+  (``python -m benchmarks.datasets --help``), reusing featpipe's own readers.
+- ``benchmarks.harness``: options (``--quick``, ``--out``, datasets), arms, wall time / load
+  average / peak RSS, CSV / Markdown / PNG pages, the shared result cache.
+- ``benchmarks.common``: feature stores and scoring shared by the comparisons.
+- One module per comparison, each ``python -m benchmarks.<name>``: ``compare_layers``,
+  ``compare_recipes``, ``few_shot``, ``few_shot_stats``, ``compare_classifiers``, ``cost``,
+  ``bench_extract``, ``bench_fit``, ``bench_search``, ``peers``; ``run_all`` runs the suite.
 """

@@ -17,8 +17,9 @@ over repeats is reported. Command line (from the repository root)::
 
     python -m benchmarks.bench_extract [--quick] [--out benchmarks/results]
 
-``--quick`` uses a handful of images (well under a minute). Writes ``extract.csv``,
-``extract.md`` and ``extract.png`` into ``--out``.
+``--quick`` uses a handful of images (well under a minute) and, like every script, writes into
+``benchmarks/out/quick`` unless ``--out`` is given. Writes ``extract.csv``, ``extract.md`` and
+``extract.png`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,8 +39,8 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.common import (RESULTS_DIR, command_line, figure, fmt, git_commit, log,
-                               machine, markdown_table, save_figure, today, write_csv)
+from benchmarks import harness
+from benchmarks.harness import figure, fmt, log, markdown_table, save_figure
 from featpipe.models import create_backbone
 from featpipe.models.capture import FeatureCapture
 from featpipe.extract.run import extract
@@ -86,33 +86,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; write ``extract.csv``/``.md``/``.png`` into ``--out``. Returns 0."""
     args = _parse(argv)
     settings = QUICK if args.quick else FULL
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    load_before = load_average()
+    load_before = harness.format_load()
     throughput = [row for name, source in settings.sources.items()
                   for row in measure_throughput(name, source, settings)]
     memory = measure_memory(settings)
-    load_after = load_average()
-    write_csv(out / "extract.csv", throughput + memory)
-    plot(throughput, out / "extract.png")
+    load_after = harness.format_load()
+    csv_path, md_path, png_path = harness.outputs(args, "extract")
+    harness.write_csv(csv_path, throughput + memory)
+    plot(throughput, png_path)
     page = render(throughput, memory, settings, args, (load_before, load_after))
-    (out / "extract.md").write_text(page)
+    harness.write_text(md_path, page)
     log(page)
     return 0
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a handful of images, one repeat")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
-    args = p.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages, as ``/proc/loadavg`` writes them."""
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    p = harness.base_parser(__doc__.splitlines()[0],
+                            quick_help="a handful of images, one repeat")
+    return harness.parse_args(p, argv)
 
 
 # --------------------------------------------------------------------------- (a) and (b)
@@ -139,7 +130,7 @@ def measure_throughput(name: str, source: Path, settings: Settings) -> list[dict
             lambda w=workers: time_extract(image_set, settings, w))
     seconds: dict[str, list[float]] = {v: [] for v in [*forwards, *pipelines]}
     for repeat in range(settings.repeats):
-        log(f"[{name}] repeat {repeat + 1}/{settings.repeats}, load {load_average()}")
+        log(f"[{name}] repeat {repeat + 1}/{settings.repeats}, load {harness.format_load()}")
         for variant, spent in time_alternating(forwards, batches).items():
             seconds[variant].append(spent)
         for variant, run in pipelines.items():
@@ -225,7 +216,7 @@ def measure_memory(settings: Settings) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in settings.memory_sizes:
-            log(f"[memory] extracting {n} images in a subprocess, load {load_average()}")
+            log(f"[memory] extracting {n} images in a subprocess, load {harness.format_load()}")
             report = _run_child(n, Path(tmp) / f"features-{n}.h5", settings)
             rows.append({"part": "memory", "source": FASHION_IDX.name, "variant": f"{n} images",
                          "n_images": n, "batch_size": settings.batch_size,
@@ -252,19 +243,13 @@ def memory_child(n: int, out: str, batch_size: int, model: str, image_size: int,
                  layers: str) -> dict:
     """Extract the first ``n`` IDX test images; report this process's peak RSS (MiB)."""
     image_set = open_source(FASHION_IDX).subset(range(n))
-    rss_before = _current_rss_mb()
+    rss_before = harness.current_rss_mib()
     result = extract(image_set, out, model=model, layers=layers, image_size=image_size,
                      batch_size=batch_size, progress=False)
     return {"rss_before_extract_mb": rss_before,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-            "seconds": result.seconds, "store_mb": os.path.getsize(out) / 2**20}
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+            "peak_rss_mb": harness.own_peak_rss_mib(),
+            "workers_peak_rss_mb": harness.own_peak_rss_mib(children=True),
+            "seconds": result.seconds, "store_mb": os.path.getsize(out) / harness.MIB}
 
 
 # --------------------------------------------------------------------------- output
@@ -275,9 +260,7 @@ def render(throughput: list[dict], memory: list[dict], settings: Settings, args,
     """The Markdown result page."""
     lines = [
         "# Extraction benchmark (issue 2)", "",
-        f"- Command: `{command_line(MODULE, args.argv)}`",
-        f"- Machine: {machine()} (no GPU); torch threads {torch.get_num_threads()}",
-        f"- Date: {today()}; featpipe commit `{git_commit()}`",
+        *harness.provenance(MODULE, args.argv, f"; torch threads {torch.get_num_threads()}"),
         f"- Load average (1/5/15 min) at start: {loads[0]}; at end: {loads[1]}",
         f"- {settings.model} at {settings.image_size} px, layers `{settings.layers}`, mean "
         f"pooling, batch {settings.batch_size}, float32 store; {settings.repeats} interleaved "

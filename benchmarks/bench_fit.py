@@ -19,18 +19,15 @@ to back in the same process; the 1-minute load average is recorded with each.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, harness
 
 NAME = "fit"
 MODULE = "benchmarks.bench_fit"
@@ -47,15 +44,6 @@ FIT_IMPORTS = ("featpipe.cli", "featpipe.workflows.fit", "featpipe.classical.rec
                "skops.io")  # skops.io lists sklearn's estimators, which imports torch
 FIT_CHILD = ("import sys, " + ", ".join(FIT_IMPORTS)
              + "; from featpipe.cli import main; sys.exit(main(sys.argv[1:]))")
-MIB = 1024.0 ** 2
-
-
-def load_average() -> float:
-    """The 1-minute load average (NaN where unknown)."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
 
 
 # --------------------------------------------------------------------------- (a) cache
@@ -100,10 +88,11 @@ def cache_rows(split: common.Split, args) -> list[dict]:
             results = {}
             for arm in CACHE_ARMS:
                 cache, folder = arms[arm]
-                load = load_average()
-                results[arm] = search_once(split.train, recipe, grid, cv, cache, folder)
-                common.log(f"[{split.dataset}] {recipe} cache={arm}: "
-                           f"{results[arm].fit_seconds:.2f} s (load {load:.2f})")
+                measured = harness.measure(search_once, split.train, recipe, grid, cv, cache,
+                                           folder)
+                results[arm], load = measured.value, measured.load[0]
+                harness.log(f"[{split.dataset}] {recipe} cache={arm}: "
+                            f"{results[arm].fit_seconds:.2f} s (load {load:.2f})")
                 rows.append(cache_row(recipe, arm, results[arm], grid, cv, split, load))
         check_same_choice(recipe, results)
         add_speedups(rows[-len(CACHE_ARMS):])
@@ -115,7 +104,7 @@ def cache_row(recipe, arm, result, grid, cv, split, load) -> dict:
     return {"part": "cache", "recipe": recipe, "arm": arm,
             "cached": result.extra.get("cache") is not None,
             "seconds": result.fit_seconds, "cv_accuracy": result.best_score,
-            "best_params": common._params_text(result.best_params),
+            "best_params": common.params_text(result.best_params),
             "n_candidates": n_candidates, "cv": cv, "n_train": int(len(split.train.y)),
             "n_features": int(split.train.X.shape[1]), "load": load}
 
@@ -137,25 +126,10 @@ def add_speedups(rows: list[dict]) -> None:
 # --------------------------------------------------------------------------- (c) memory
 
 
-def peak_rss_mib(command: Sequence[str]) -> tuple[float, float, int, str]:
-    """Run ``command``; its own peak RSS (MiB, from ``wait4``), wall seconds, exit code and
-    last stderr line."""
-    started = time.perf_counter()
-    with tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(list(command), stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - started
-        err.seek(0)
-        lines = err.read().decode(errors="replace").strip().splitlines()
-    # ru_maxrss is in KiB on Linux
-    return usage.ru_maxrss / 1024.0, seconds, process.returncode, lines[-1] if lines else ""
-
-
 def baseline_rss_mib() -> float:
     """Peak RSS of a Python process that only imports what ``featpipe fit`` imports."""
     code = "import " + ", ".join(FIT_IMPORTS)
-    rss, _, code_rc, err = peak_rss_mib([sys.executable, "-c", code])
+    rss, _, code_rc, err = harness.peak_rss_mib([sys.executable, "-c", code])
     if code_rc != 0:
         raise RuntimeError(f"baseline import process failed: {err}")
     return rss
@@ -182,17 +156,17 @@ def memory_rows(dataset: str, args) -> list[dict]:
     n_train = int(np.sum(store.splits[store.ok_rows] == "train")) if store.splits is not None \
         else len(store.ok_rows)
     n_features = int(sum(store.layers.values()))
-    x_mib = n_train * n_features * 4 / MIB
+    x_mib = n_train * n_features * 4 / harness.MIB
     baseline = baseline_rss_mib()
     rows = []
     with tempfile.TemporaryDirectory(prefix="fit-memory-") as tmp:
         for recipe in QUICK_MEMORY_RECIPES if args.quick else MEMORY_RECIPES:
-            load = load_average()
+            load = harness.load_average()[0]
             command = fit_command(store.path, recipe, Path(tmp), common.cv_folds(args))
-            rss, seconds, rc, err = peak_rss_mib(command)
+            rss, seconds, rc, err = harness.peak_rss_mib(command)
             if rc != 0:
                 raise RuntimeError(f"featpipe fit --recipe {recipe} failed ({rc}): {err}")
-            common.log(f"[{dataset}] fit {recipe}: peak RSS {rss:.0f} MiB "
+            harness.log(f"[{dataset}] fit {recipe}: peak RSS {rss:.0f} MiB "
                        f"(baseline {baseline:.0f}, X {x_mib:.1f} MiB), {seconds:.1f} s")
             rows.append({"part": "memory", "recipe": recipe, "n_train": n_train,
                          "n_features": n_features, "x_mib": x_mib, "peak_rss_mib": rss,
@@ -206,7 +180,7 @@ def memory_rows(dataset: str, args) -> list[dict]:
 
 
 def cache_section(rows: list[dict]) -> str:
-    table = common.markdown_table(
+    table = harness.markdown_table(
         rows, ["dataset", "recipe", "arm", "cached", "seconds", "speedup", "cv_accuracy",
                "best_params", "n_candidates", "cv", "n_train", "n_features", "load"],
         ["dataset", "recipe", "cache", "cached?", "search s", "uncached / this", "CV acc",
@@ -219,7 +193,7 @@ def cache_section(rows: list[dict]) -> str:
 
 
 def memory_section(rows: list[dict]) -> str:
-    table = common.markdown_table(
+    table = harness.markdown_table(
         rows, ["dataset", "recipe", "n_train", "n_features", "x_mib", "peak_rss_mib",
                "baseline_rss_mib", "extra_mib", "extra_over_x", "seconds", "load"],
         ["dataset", "recipe", "train rows", "features", "X MiB (float32)", "peak RSS MiB",
@@ -243,7 +217,7 @@ PEERS_NOTE = ("## (b) Against the `fne` package\n\n"
 def plot(rows: list[dict], path: Path) -> Path:
     cache = [r for r in rows if r["part"] == "cache"]
     memory = [r for r in rows if r["part"] == "memory"]
-    fig, (left, right) = common.figure(2)
+    fig, (left, right) = harness.figure(2)
     labels = [f"{r['dataset']}\n{r['recipe']}" for r in cache if r["arm"] == "off"]
     width = 0.8 / len(CACHE_ARMS)
     for k, arm in enumerate(CACHE_ARMS):
@@ -258,30 +232,30 @@ def plot(rows: list[dict], path: Path) -> Path:
     right.set_xticks(np.arange(len(memory)), names, fontsize=8)
     right.set_ylabel("(peak RSS − imports) / bytes of X")
     right.set_title("(c) memory of featpipe fit")
-    return common.save_figure(fig, path)
+    return harness.save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = common.parser(__doc__.splitlines()[0])
+    p = harness.parser(__doc__.splitlines()[0])
     p.set_defaults(datasets=DEFAULT_DATASETS)
     p.add_argument("--skip-cache", action="store_true", help="skip part (a)")
     p.add_argument("--skip-memory", action="store_true", help="skip part (c)")
-    args = common.parse_args(p, argv)
+    args = harness.parse_args(p, argv)
     rows = []
     for dataset in args.manifests:
         split = common.load_split(dataset, args)
-        common.log(f"[{dataset}] {len(split.train.y)} train rows x {split.train.X.shape[1]}")
+        harness.log(f"[{dataset}] {len(split.train.y)} train rows x {split.train.X.shape[1]}")
         part = [] if args.skip_cache else cache_rows(split, args)
         part += [] if args.skip_memory else memory_rows(dataset, args)
         rows += [{"dataset": dataset, **row} for row in part]
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows)
+    csv_path, md_path, png_path = harness.outputs(args, NAME)
+    harness.write_csv(csv_path, rows)
     sections = [cache_section([r for r in rows if r["part"] == "cache"]), PEERS_NOTE,
                 memory_section([r for r in rows if r["part"] == "memory"])]
     common.write_markdown(md_path, "Fitting: cache, peers, memory (issue 3)", sections, args,
                           MODULE)
     plot(rows, png_path)
-    common.log(f"wrote {csv_path}, {md_path}, {png_path}")
+    harness.log(f"wrote {csv_path}, {md_path}, {png_path}")
     return 0
 
 

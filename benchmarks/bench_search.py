@@ -18,15 +18,13 @@ images per class, arms plain, fne, l2).
 
 from __future__ import annotations
 
-import os
 import sys
-import time
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, harness
+from benchmarks.harness import Arm
 
 NAME = "search"
 MODULE = "benchmarks.bench_search"
@@ -37,11 +35,7 @@ COLUMNS = ["dataset", "arm", "description", "n_train", "n_test", "n_features", "
            "test_accuracy", "points_vs_plain", "load_before"]
 
 
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    description: str
-    run: Callable  # (train, args) -> (fitted estimator, best C, CV score, n fitted C values)
+# An arm's run: (train, args) -> (fitted estimator, best C, CV score, n fitted C values)
 
 
 def plain_search(train, args):
@@ -72,7 +66,7 @@ def featpipe_search(recipe: str, search: str) -> Callable:
     return run
 
 
-ARMS = {arm.name: arm for arm in (
+ARMS = harness.arm_table((
     Arm("plain", "GridSearchCV(StandardScaler -> LinearSVC), C in 1e-3..10", plain_search),
     Arm("fne-grid", "featpipe fne, --search grid (GridSearchCV of the recipe)",
         featpipe_search("fne", "grid")),
@@ -80,24 +74,19 @@ ARMS = {arm.name: arm for arm in (
     Arm("l2", "featpipe l2, default fast search", featpipe_search("l2", "fast")),
     Arm("linear-probe", "featpipe linear-probe, default fast search (45 C values)",
         featpipe_search("linear-probe", "fast")),
-)}
+))
 
 # The linear probe (lbfgs up to 1000 iterations per C) takes minutes even on the --quick data.
 DEFAULT_ARMS = ("plain", "fne-grid", "fne", "l2")
 QUICK_ARMS = ("plain", "fne", "l2")
 
 
-def load_average() -> str:
-    return " ".join(f"{v:.1f}" for v in os.getloadavg())
-
-
 def run_arm(arm: Arm, split: common.Split, args) -> dict:
-    load = load_average()
-    started = time.perf_counter()
-    estimator, best_C, cv_score, n_fitted = arm.run(split.train, args)
-    seconds = time.perf_counter() - started
+    measured = harness.measure(arm.run, split.train, args)
+    estimator, best_C, cv_score, n_fitted = measured.value
+    seconds, load = measured.seconds, harness.format_load(measured.load, digits=1)
     accuracy = float(np.mean(estimator.predict(split.test.X) == split.test.y))
-    common.log(f"[{split.dataset}] {arm.name}: {seconds:.1f} s, C={best_C:.3g}, "
+    harness.log(f"[{split.dataset}] {arm.name}: {seconds:.1f} s, C={best_C:.3g}, "
                f"test {accuracy:.4f} (load {load})")
     return {"arm": arm.name, "description": arm.description, "n_train": len(split.train.y),
             "n_test": len(split.test.y), "n_features": split.train.X.shape[1],
@@ -137,32 +126,30 @@ def headline(rows: list[dict]) -> str:
 
 
 def parse(argv: Sequence[str] | None):
-    p = common.parser(__doc__.splitlines()[0])
+    p = harness.parser(__doc__.splitlines()[0])
     p.add_argument("--arms", default=None,
                    help=f"comma-separated arms to run (default: {','.join(DEFAULT_ARMS)}; "
                         f"with --quick {','.join(QUICK_ARMS)}; also: linear-probe)")
-    p.add_argument("--n-jobs", type=int, default=1, help="jobs of every arm (default: 1)")
-    args = common.parse_args(p, argv)
-    arms = args.arms or ",".join(QUICK_ARMS if args.quick else DEFAULT_ARMS)
-    args.arm_names = [a.strip() for a in arms.split(",") if a.strip()]
-    unknown = [a for a in args.arm_names if a not in ARMS]
-    if unknown:
-        raise SystemExit(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    p.add_argument("--n-jobs", type=int, dest="jobs", help="jobs of every arm (alias of --jobs)")
+    args = harness.parse_args(p, argv)
+    args.n_jobs = args.jobs
+    args.arm_names = harness.choose_arms(args.arms, ARMS,
+                                         QUICK_ARMS if args.quick else DEFAULT_ARMS)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     rows = common.for_each_dataset(args, lambda split: score_dataset(split, args))
-    csv_path, md_path, _ = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows, COLUMNS)
+    csv_path, md_path, _ = harness.outputs(args, NAME)
+    harness.write_csv(csv_path, rows, COLUMNS)
     notes = (f"All arms run back to back in one process on the same split, `--n-jobs "
              f"{args.n_jobs}`; `fit_seconds` is the whole search including the refit; "
              "`ratio_to_plain` = fit_seconds / plain arm's fit_seconds; `points_vs_plain` = "
              "test accuracy difference in percentage points; `n_fitted_C` = C values "
              "cross-validated; `load_before` = 1/5/15-min load average before the arm (the "
              "machine is shared, so absolute times vary; ratios come from one run).")
-    table = common.markdown_table(rows, [c for c in COLUMNS if c != "description"])
+    table = harness.markdown_table(rows, [c for c in COLUMNS if c != "description"])
     arms = "\n".join(f"- `{a.name}`: {a.description}" for a in ARMS.values()
                      if a.name in args.arm_names)
     common.write_markdown(md_path, "Classical stage: fast search vs plain GridSearchCV",

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from benchmarks import common
+from benchmarks import common, harness
 from benchmarks.compare_recipes import STANDARDIZED_C, layer_names
 from featpipe.workflows.fit import TrainingSpec
 
@@ -80,12 +80,11 @@ def score_classifiers(split: common.Split, args) -> list[dict]:
     rows = []
     for features in feature_sets(args):
         layers = layer_names(features, split.layers)
-        train = common.only_layers(split.train, layers)
-        test = common.only_layers(split.test, layers)
+        train, test = split.only(layers)
         for clf in chosen_classifiers(args):
             row = {"features": features, "classifier": clf.label,
                    **common.run_spec(train, test, clf.spec(args, len(train.y)), args)}
-            common.log(f"[{split.dataset}] {features} / {clf.label}: test {row['accuracy']:.3f}"
+            harness.log(f"[{split.dataset}] {features} / {clf.label}: test {row['accuracy']:.3f}"
                        f" in {row['fit_seconds']:.1f} s")
             rows.append(row)
     return rows
@@ -94,7 +93,7 @@ def score_classifiers(split: common.Split, args) -> list[dict]:
 def plot(rows: list[dict], path) -> None:
     """Accuracy against search time (log x), one marker per classifier, one panel per dataset."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = common.figure(len(datasets), width=4.6, height=3.8)
+    fig, axes = harness.figure(len(datasets), width=4.6, height=3.8)
     colours = dict(zip((c.label for c in CLASSIFIERS), plt_colours()))
     markers = {"last": "o", "all": "s"}
     for ax, dataset in zip(axes, datasets):
@@ -104,12 +103,8 @@ def plot(rows: list[dict], path) -> None:
                        label=f"{r['classifier']} [{r['features']}]")
         ax.set_xscale("log")
         ax.set_xlabel("search + refit seconds (log)")
-        ax.set_title(f"{dataset} ({common.similarity(dataset)})")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy")
-    axes[-1].legend(fontsize=6, loc="lower right")
-    common.save_figure(fig, path)
+    harness.finish_panels(fig, axes, [f"{d} ({common.similarity(d)})" for d in datasets],
+                          "test accuracy", path, legend_size=6)
 
 
 def plt_colours() -> list[str]:
@@ -117,16 +112,14 @@ def plt_colours() -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = common.parser(__doc__.splitlines()[0])
+    p = harness.parser(__doc__.splitlines()[0])
     p.add_argument("--features", default=None,
                    help="comma-separated: last (bn2), all (every layer); default last")
-    common.add_no_umap(p)
-    args = common.parse_args(p, argv)
+    harness.add_no_umap(p)
+    args = harness.parse_args(p, argv)
     args.features = args.features or "last"
-    rows = common.for_each_dataset(args, lambda split: score_classifiers(split, args))
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows, COLUMNS)
-    plot(rows, png_path)
+    rows, out = common.run_comparison(args, score_classifiers, NAME, COLUMNS)
+    plot(rows, out.png)
     notes = ("`features`: `last` = bn2 (1280-d pre-logits), `all` = the 18 layers (3,120-d). "
              "Grids: LinearSVC (standardized) C in {0.0001..0.1} as in comparison 2, "
              "SVC-RBF C in {0.1..100} with gamma=scale, "
@@ -134,14 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
              "{0.001..10}, UMAP-32 + kNN k in {1, 5, 10, 20} (PCA/UMAP fits cached per fold). "
              "`fit_seconds` = the whole CV search plus refit on this shared 2-core CPU; "
              "compare ratios, not absolute values.")
-    table = common.markdown_table(rows, ["dataset", "features", "classifier", "accuracy",
+    table = harness.markdown_table(rows, ["dataset", "features", "classifier", "accuracy",
                                          "balanced_accuracy", "cv_accuracy", "best_params",
                                          "fit_seconds", "predict_seconds"])
-    common.write_markdown(md_path, "Comparison 4: classifiers and reducers",
-                          [notes, "## Results\n\n" + table, f"![classifiers]({png_path.name})"],
-                          args, f"benchmarks.{NAME}")
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Comparison 4: classifiers and reducers",
+                         [notes, "## Results\n\n" + table, f"![classifiers]({out.png.name})"],
+                         args, f"benchmarks.{NAME}")
 
 
 if __name__ == "__main__":

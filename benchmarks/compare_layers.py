@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from benchmarks import common
+from benchmarks import common, harness
 from featpipe.workflows.fit import TrainingSpec
 
 NAME = "compare_layers"
@@ -38,16 +38,15 @@ def score_layers(split: common.Split, args) -> list[dict]:
     """One row per layer, in forward order."""
     spec, rows = layer_spec(args), []
     for depth, layer in enumerate(split.layers):
-        train = common.only_layers(split.train, [layer])
-        test = common.only_layers(split.test, [layer])
+        train, test = split.only([layer])
         row = {"depth": depth, "layer": layer, **common.run_spec(train, test, spec, args)}
-        common.log(f"[{split.dataset}] {layer}: test {row['accuracy']:.3f}")
+        harness.log(f"[{split.dataset}] {layer}: test {row['accuracy']:.3f}")
         rows.append(row)
     return rows
 
 
 def plot(rows: list[dict], path) -> None:
-    fig, (ax,) = common.figure(1, width=8, height=4)
+    fig, (ax,) = harness.figure(1, width=8, height=4)
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
         ax.plot([r["depth"] for r in mine], [r["accuracy"] for r in mine], marker="o",
@@ -59,7 +58,7 @@ def plot(rows: list[dict], path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Linear probe on each layer alone")
-    common.save_figure(fig, path)
+    harness.save_figure(fig, path)
 
 
 def peak_summary(rows: list[dict]) -> str:
@@ -76,23 +75,19 @@ def peak_summary(rows: list[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = common.parse_args(common.parser(__doc__.splitlines()[0]), argv)
-    rows = common.for_each_dataset(args, lambda split: score_layers(split, args))
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows, COLUMNS)
-    plot(rows, png_path)
+    args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
+    rows, out = common.run_comparison(args, score_layers, NAME, COLUMNS)
+    plot(rows, out.png)
     notes = ("Each layer alone: standardize (training statistics) -> multinomial logistic "
              f"regression (L-BFGS), C from {{{', '.join(f'{c:g}' for c in layer_grid(args))}}} "
              "by stratified CV on the training split; test split scored once. "
              "`accuracy` is test accuracy, `cv_accuracy` the best mean CV accuracy.")
-    table = common.markdown_table(
+    table = harness.markdown_table(
         rows, ["dataset", "depth", "layer", "n_features", "accuracy", "cv_accuracy", "best_params"])
-    common.write_markdown(md_path, "Comparison 1: accuracy of each layer alone",
-                          [notes, "## Peak per dataset\n\n" + peak_summary(rows),
-                           "## All layers\n\n" + table, f"![layers]({png_path.name})"],
-                          args, f"benchmarks.{NAME}")
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Comparison 1: accuracy of each layer alone",
+                         [notes, "## Peak per dataset\n\n" + peak_summary(rows),
+                          "## All layers\n\n" + table, f"![layers]({out.png.name})"],
+                         args, f"benchmarks.{NAME}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from benchmarks import common
+from benchmarks import common, harness
 from featpipe.workflows.fit import TrainingSpec
 
 NAME = "compare_recipes"
@@ -80,11 +80,10 @@ def score_configurations(split: common.Split, args) -> list[dict]:
     rows = []
     for config in CONFIGURATIONS:
         layers = layer_names(config.layers, split.layers)
-        train = common.only_layers(split.train, layers)
-        test = common.only_layers(split.test, layers)
+        train, test = split.only(layers)
         row = {"configuration": config.label, "layers": _layers_text(layers),
                **common.run_spec(train, test, make_spec(config, args), args)}
-        common.log(f"[{split.dataset}] {config.label}: test {row['accuracy']:.3f}")
+        harness.log(f"[{split.dataset}] {config.label}: test {row['accuracy']:.3f}")
         rows.append(row)
     return rows
 
@@ -97,7 +96,7 @@ def plot(rows: list[dict], path, value: str = "accuracy", ylabel: str = "test ac
     """Grouped bars: one group per dataset, one bar per configuration."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     labels = list(dict.fromkeys(r["configuration"] for r in rows))
-    fig, (ax,) = common.figure(1, width=9, height=4.2)
+    fig, (ax,) = harness.figure(1, width=9, height=4.2)
     width = 0.8 / len(labels)
     for k, label in enumerate(labels):
         values = [next((r[value] for r in rows if r["dataset"] == d and
@@ -109,7 +108,7 @@ def plot(rows: list[dict], path, value: str = "accuracy", ylabel: str = "test ac
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    common.save_figure(fig, path)
+    harness.save_figure(fig, path)
 
 
 def pivot(rows: list[dict]) -> str:
@@ -120,15 +119,13 @@ def pivot(rows: list[dict]) -> str:
     table = [{"configuration": label, **{d: cells.get((label, d), float("nan"))
                                          for d in datasets}} for label in labels]
     headers = ["configuration"] + [f"{d} ({common.similarity(d)})" for d in datasets]
-    return common.markdown_table(table, ["configuration", *datasets], headers)
+    return harness.markdown_table(table, ["configuration", *datasets], headers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = common.parse_args(common.parser(__doc__.splitlines()[0]), argv)
-    rows = common.for_each_dataset(args, lambda split: score_configurations(split, args))
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows, COLUMNS)
-    plot(rows, png_path)
+    args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
+    rows, out = common.run_comparison(args, score_configurations, NAME, COLUMNS)
+    plot(rows, out.png)
     notes = ("L2 = L2-normalize each layer's block separately (one block for a single layer); "
              "LinearSVC grid C in {0.01..1000} for `l2`, {0.001..10} for `fne`, "
              "{0.0001..0.1} for the standardized full network (the features are separable: "
@@ -137,15 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
              "45-value Kornblith "
              "sweep. Hyperparameters by stratified CV on the training split only; test "
              "split scored once.")
-    detail = common.markdown_table(rows, ["dataset", "configuration", "layers", "n_features",
+    detail = harness.markdown_table(rows, ["dataset", "configuration", "layers", "n_features",
                                           "accuracy", "balanced_accuracy", "cv_accuracy",
                                           "best_params", "fit_seconds"])
-    common.write_markdown(md_path, "Comparison 2: last layer vs full network (the lectures' table)",
-                          [notes, "## Test accuracy\n\n" + pivot(rows),
-                           "## Details\n\n" + detail, f"![recipes]({png_path.name})"],
-                          args, f"benchmarks.{NAME}")
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Comparison 2: last layer vs full network (the lectures' table)",
+                         [notes, "## Test accuracy\n\n" + pivot(rows),
+                          "## Details\n\n" + detail, f"![recipes]({out.png.name})"],
+                         args, f"benchmarks.{NAME}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks import common
+from benchmarks import common, harness
 from benchmarks.compare_recipes import CONFIGURATIONS, Configuration, layer_names, make_spec
 
 NAME = "cost"
@@ -59,7 +59,7 @@ def extraction_rows(dataset: str, args) -> list[dict]:
             n_features = sum(FeatureStore.open(out).layers.values())
             rows.append(_extraction_row(f"extract `{preset}`", result.n_computed, n_features,
                                         result.seconds))
-            common.log(f"[{dataset}] extract {preset}: {result.images_per_second:.1f} images/s")
+            harness.log(f"[{dataset}] extract {preset}: {result.images_per_second:.1f} images/s")
     cached = common.extraction_timing(dataset, args)
     if cached:
         rows.append(_extraction_row("extract `full`, whole dataset (cached store)",
@@ -82,8 +82,7 @@ def classical_rows(split: common.Split, args) -> list[dict]:
     rows = []
     for config in configurations(args):
         layers = layer_names(config.layers, split.layers)
-        train = common.only_layers(split.train, layers)
-        test = common.only_layers(split.test, layers)
+        train, test = split.only(layers)
         spec = make_spec(config, args)
         params = common.fixed_default(spec)
         result = common.fit_fixed(train, test, spec, params)
@@ -93,7 +92,7 @@ def classical_rows(split: common.Split, args) -> list[dict]:
                      "images_per_second": result["n_train"] / result["fit_seconds"],
                      "predict_seconds": result["predict_seconds"],
                      "params": result["best_params"]})
-        common.log(f"[{split.dataset}] fit {config.label}: {result['fit_seconds']:.2f} s")
+        harness.log(f"[{split.dataset}] fit {config.label}: {result['fit_seconds']:.2f} s")
     return rows
 
 
@@ -109,13 +108,13 @@ def measure(split: common.Split, args) -> list[dict]:
 def plot(rows: list[dict], path) -> None:
     """Left: extraction images/s per preset; right: one classical fit's seconds (log)."""
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, (left, right) = common.figure(2, width=6, height=4.2)
+    fig, (left, right) = harness.figure(2, width=6, height=4.2)
     _bars(left, rows, datasets, "extraction", "images_per_second", "images / s")
     _bars(right, rows, datasets, "classical", "seconds", "seconds for one fit")
     right.set_yscale("log")
     left.set_title("Extraction throughput (CPU)")
     right.set_title("Classical stage, one fit on the training split")
-    common.save_figure(fig, path)
+    harness.save_figure(fig, path)
 
 
 def _bars(ax, rows, datasets, stage, value, ylabel) -> None:
@@ -133,14 +132,12 @@ def _bars(ax, rows, datasets, stage, value, ylabel) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = common.parser(__doc__.splitlines()[0])
-    common.add_no_umap(p)
-    args = common.parse_args(p, argv)
+    p = harness.parser(__doc__.splitlines()[0])
+    harness.add_no_umap(p)
+    args = harness.parse_args(p, argv)
     started = time.perf_counter()
-    rows = common.for_each_dataset(args, lambda split: measure(split, args))
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows, COLUMNS)
-    plot(rows, png_path)
+    rows, out = common.run_comparison(args, measure, NAME, COLUMNS)
+    plot(rows, out.png)
     notes = (f"Extraction: first {_n_extract(args)} images per dataset, batch 32, CPU, model "
              "loading excluded. Classical: one fit on the whole training split with fixed "
              "parameters (no CV) and one prediction of the test split. Measured on a shared "
@@ -149,17 +146,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     extraction = [r for r in rows if r["stage"] == "extraction"]
     classical = [r for r in rows if r["stage"] == "classical"]
     sections = [notes,
-                "## Extraction\n\n" + common.markdown_table(
+                "## Extraction\n\n" + harness.markdown_table(
                     extraction, ["dataset", "configuration", "n_images", "n_features",
                                  "seconds", "images_per_second"]),
-                "## Classical stage\n\n" + common.markdown_table(
+                "## Classical stage\n\n" + harness.markdown_table(
                     classical, ["dataset", "configuration", "n_images", "n_features", "params",
                                 "seconds", "predict_seconds"]),
-                f"![cost]({png_path.name})",
+                f"![cost]({out.png.name})",
                 f"Total script time {time.perf_counter() - started:.0f} s."]
-    common.write_markdown(md_path, "Comparison 6: cost", sections, args, f"benchmarks.{NAME}")
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Comparison 6: cost", sections, args, f"benchmarks.{NAME}")
 
 
 if __name__ == "__main__":

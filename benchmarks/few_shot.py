@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, harness
 from benchmarks.compare_recipes import CONFIGURATIONS, layer_names, make_spec
 from benchmarks.datasets import few_shot_splits
 
@@ -30,7 +30,7 @@ SEEDS, QUICK_SEEDS = 5, 2
 ALL = "all"
 COLUMNS = ["dataset", "similarity", "configuration", "shots", "seed", "cv", "n_train",
            "accuracy", "balanced_accuracy", "best_params", "fit_seconds"]
-SUMMARY_COLUMNS = ["dataset", "similarity", "configuration", "shots", "n_seeds", "mean", "std"]
+SUMMARY_KEYS = ("dataset", "similarity", "configuration", "shots")  # + n_seeds, mean, std
 
 
 def shot_levels(train_y: np.ndarray, args) -> list:
@@ -39,7 +39,7 @@ def shot_levels(train_y: np.ndarray, args) -> list:
     levels = [k for k in (QUICK_SHOTS if args.quick else SHOTS) if k <= smallest]
     skipped = [k for k in (QUICK_SHOTS if args.quick else SHOTS) if k > smallest]
     if skipped:
-        common.log(f"skipping shots {skipped}: the smallest class has {smallest} training images")
+        harness.log(f"skipping shots {skipped}: the smallest class has {smallest} training images")
     return levels + [ALL]
 
 
@@ -64,27 +64,15 @@ def score_few_shot(split: common.Split, args) -> list[dict]:
     rows = []
     for config in CONFIGURATIONS:
         layers = layer_names(config.layers, split.layers)
-        train_all = common.only_layers(split.train, layers)
-        test = common.only_layers(split.test, layers)
+        train_all, test = split.only(layers)
         for shots in shot_levels(train_all.y, args):
             for seed, picked in draws(train_all.y, shots, args):
                 row = fit_one(train_all.subset(picked), test, config, args)
                 rows.append({"configuration": config.label, "shots": shots, "seed": seed, **row})
             mean = np.mean([r["accuracy"] for r in rows if r["shots"] == shots and
                             r["configuration"] == config.label])
-            common.log(f"[{split.dataset}] {config.label}, {shots} shots: {mean:.3f}")
+            harness.log(f"[{split.dataset}] {config.label}, {shots} shots: {mean:.3f}")
     return rows
-
-
-def summarize(rows: list[dict]) -> list[dict]:
-    """Mean and std of test accuracy over seeds, per dataset, configuration and shots."""
-    groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], r["similarity"], r["configuration"], r["shots"]),
-                          []).append(r["accuracy"])
-    return [{"dataset": d, "similarity": s, "configuration": c, "shots": k,
-             "n_seeds": len(v), "mean": float(np.mean(v)), "std": float(np.std(v))}
-            for (d, s, c, k), v in groups.items()]
 
 
 def pivot(summary: list[dict], dataset: str) -> str:
@@ -109,7 +97,7 @@ def _mean_std(row: dict) -> str:
 
 def plot(summary: list[dict], path) -> None:
     datasets = list(dict.fromkeys(r["dataset"] for r in summary))
-    fig, axes = common.figure(len(datasets), width=4.6, height=3.8)
+    fig, axes = harness.figure(len(datasets), width=4.6, height=3.8)
     for ax, dataset in zip(axes, datasets):
         mine = [r for r in summary if r["dataset"] == dataset]
         shots = list(dict.fromkeys(r["shots"] for r in mine))
@@ -120,22 +108,15 @@ def plot(summary: list[dict], path) -> None:
                         yerr=[r["std"] for r in line], marker="o", capsize=3, label=config)
         ax.set_xticks(range(len(shots)), [str(k) for k in shots])
         ax.set_xlabel("training images per class")
-        ax.set_title(f"{dataset} ({common.similarity(dataset)})")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy (mean ± std)")
-    axes[-1].legend(fontsize=7, loc="lower right")
-    common.save_figure(fig, path)
+    harness.finish_panels(fig, axes, [f"{d} ({common.similarity(d)})" for d in datasets],
+                          "test accuracy (mean ± std)", path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = common.parse_args(common.parser(__doc__.splitlines()[0]), argv)
-    rows = common.for_each_dataset(args, lambda split: score_few_shot(split, args))
-    summary = summarize(rows)
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows, COLUMNS)
-    common.write_csv(csv_path.with_name(f"{NAME}_summary.csv"), summary, SUMMARY_COLUMNS)
-    plot(summary, png_path)
+    args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
+    rows, out = common.run_comparison(args, score_few_shot, NAME, COLUMNS)
+    summary = common.summarize_seeds(rows, SUMMARY_KEYS, out, NAME)
+    plot(summary, out.png)
     n_seeds = QUICK_SEEDS if args.quick else SEEDS
     notes = (f"Test accuracy, mean ± std over {n_seeds} seeded balanced draws from the training "
              "split (population std). With k >= 2 images per class C is chosen by stratified "
@@ -146,10 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              "training images are left out.")
     tables = [f"## {d} ({common.similarity(d)} similarity)\n\n" + pivot(summary, d)
               for d in dict.fromkeys(r["dataset"] for r in summary)]
-    common.write_markdown(md_path, "Comparison 3: few-shot", [notes, *tables,
-                          f"![few-shot]({png_path.name})"], args, f"benchmarks.{NAME}")
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Comparison 3: few-shot",
+                         [notes, *tables, f"![few-shot]({out.png.name})"], args,
+                         f"benchmarks.{NAME}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, harness
 from benchmarks.datasets import few_shot_splits
 from featpipe.workflows.fit import TrainingSpec, fit_features
 
@@ -29,6 +29,7 @@ SHOTS, QUICK_SHOTS = (1, 2, 5, 10), (1, 2)
 SEEDS, QUICK_SEEDS = 5, 2
 ONE_SHOT_C = 1.0
 STATS = ("train", "pool")
+SUMMARY_KEYS = ("dataset", "configuration", "stats", "shots")  # + n_seeds, mean, std
 COLUMNS = ["dataset", "configuration", "stats", "shots", "seed", "cv", "n_train", "n_pool",
            "best_C", "accuracy"]
 
@@ -82,8 +83,7 @@ def score_dataset(split: common.Split, args) -> list[dict]:
     seeds = [args.seed + s for s in range(QUICK_SEEDS if args.quick else SEEDS)]
     for config in CONFIGURATIONS:
         layers = [common.LAST_LAYER] if config.last_layer_only else split.layers
-        train_all = common.only_layers(split.train, layers)
-        test = common.only_layers(split.test, layers)
+        train_all, test = split.only(layers)
         pool = train_all.X  # the training split without its labels
         for k in shots:
             for seed, picked in zip(seeds, few_shot_splits(train_all.y, k, seeds)):
@@ -98,18 +98,8 @@ def score_dataset(split: common.Split, args) -> list[dict]:
             for stats in STATS:
                 mean = np.mean([r["accuracy"] for r in rows if r["shots"] == k
                                 and r["stats"] == stats and r["configuration"] == config.label])
-                common.log(f"[{split.dataset}] {config.label}, {k} shots, {stats}: {mean:.3f}")
+                harness.log(f"[{split.dataset}] {config.label}, {k} shots, {stats}: {mean:.3f}")
     return rows
-
-
-def summarize(rows: list[dict]) -> list[dict]:
-    groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        key = (r["dataset"], r["configuration"], r["stats"], r["shots"])
-        groups.setdefault(key, []).append(r["accuracy"])
-    return [{"dataset": d, "configuration": c, "stats": s, "shots": k, "n_seeds": len(v),
-             "mean": float(np.mean(v)), "std": float(np.std(v))}
-            for (d, c, s, k), v in groups.items()]
 
 
 def pivot(summary: list[dict], dataset: str) -> str:
@@ -133,7 +123,7 @@ STATS_LABELS = {"train": "k labelled images (train)", "pool": "unlabelled pool"}
 
 def plot(summary: list[dict], path) -> None:
     datasets = list(dict.fromkeys(r["dataset"] for r in summary))
-    fig, axes = common.figure(len(datasets), width=4.6, height=3.8)
+    fig, axes = harness.figure(len(datasets), width=4.6, height=3.8)
     for ax, dataset in zip(axes, datasets):
         mine = [r for r in summary if r["dataset"] == dataset]
         shots = sorted({r["shots"] for r in mine})
@@ -145,22 +135,15 @@ def plot(summary: list[dict], path) -> None:
                             yerr=[r["std"] for r in line], linestyle=style, marker="o",
                             capsize=3, color=f"C{i}", label=f"{config}: {STATS_LABELS[stats]}")
         ax.set_xlabel("labelled images per class")
-        ax.set_title(dataset)
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy (mean ± std over seeds)")
-    axes[-1].legend(fontsize=6, loc="lower right")
-    common.save_figure(fig, path)
+    harness.finish_panels(fig, axes, datasets, "test accuracy (mean ± std over seeds)", path,
+                          legend_size=6)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = common.parse_args(common.parser(__doc__.splitlines()[0]), argv)
-    rows = common.for_each_dataset(args, lambda split: score_dataset(split, args))
-    summary = summarize(rows)
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows, COLUMNS)
-    common.write_csv(csv_path.with_name(f"{NAME}_summary.csv"), summary)
-    plot(summary, png_path)
+    args = harness.parse_args(harness.parser(__doc__.splitlines()[0]), argv)
+    rows, out = common.run_comparison(args, score_dataset, NAME, COLUMNS)
+    summary = common.summarize_seeds(rows, SUMMARY_KEYS, out, NAME)
+    plot(summary, out.png)
     n_seeds = QUICK_SEEDS if args.quick else SEEDS
     notes = (f"Test accuracy, mean ± std over {n_seeds} seeded balanced draws (population std). "
              "'k labelled images' = statistics from the draw itself (per CV fold, then the "
@@ -170,11 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"with `min(5, k)`-fold CV for k >= 2, C = {ONE_SHOT_C:g} for k = 1.")
     tables = [f"## {d}\n\n" + pivot(summary, d)
               for d in dict.fromkeys(r["dataset"] for r in summary)]
-    common.write_markdown(md_path, "Few-shot: statistics from the labelled images vs an "
-                          "unlabelled pool", [notes, *tables, f"![few-shot stats]({png_path.name})"],
-                          args, MODULE)
-    print(f"wrote {csv_path}, {md_path}, {png_path}")
-    return 0
+    return common.finish(out, "Few-shot: statistics from the labelled images vs an "
+                         "unlabelled pool",
+                         [notes, *tables, f"![few-shot stats]({out.png.name})"], args, MODULE)
 
 
 if __name__ == "__main__":

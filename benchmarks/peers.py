@@ -38,8 +38,8 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmarks import common
-from benchmarks.bench_fit import MIB, load_average, peak_rss_mib
+from benchmarks import common, harness
+from benchmarks.harness import MIB, Arm
 
 NAME = "peers"
 MODULE = "benchmarks.peers"
@@ -54,15 +54,8 @@ COMPARISONS = {
     "single-layer": ("featpipe-last", "img2vec", "img2vec_pytorch"),
     "fne": ("featpipe-fne", "fne", "fne"),
 }
-FEATPIPE_IMPORTS = ["featpipe.extract", "featpipe.workflows.fit", "featpipe.report.writer"]
-ARM_IMPORTS = {  # what an arm's process imports before it starts (its memory baseline)
-    "featpipe-full": FEATPIPE_IMPORTS,
-    "featpipe-last": FEATPIPE_IMPORTS,
-    "featpipe-fne": FEATPIPE_IMPORTS,
-    "thingsvision": ["featpipe.extract", "thingsvision", "thingsvision.utils.storing"],
-    "img2vec": ["featpipe.extract", "img2vec_pytorch.img_to_vec", "h5py"],
-    "fne": ["featpipe.extract", "fne.fne_torch", "sklearn.svm"],
-}
+# what an arm's process imports before it starts (its memory baseline): Arm.imports
+FEATPIPE_IMPORTS = ("featpipe.extract", "featpipe.workflows.fit", "featpipe.report.writer")
 
 
 # --------------------------------------------------------------------------- shared inputs
@@ -261,9 +254,19 @@ def fne_layers(bb) -> list[str]:
     return picked
 
 
-ARMS = {"featpipe-full": arm_featpipe_full, "featpipe-last": arm_featpipe_last,
-        "featpipe-fne": arm_featpipe_fne, "thingsvision": arm_thingsvision,
-        "img2vec": arm_img2vec, "fne": arm_fne}
+ARMS = harness.arm_table((
+    Arm("featpipe-full", "featpipe extract, layers `full`", arm_featpipe_full, FEATPIPE_IMPORTS),
+    Arm("featpipe-last", f"featpipe extract, layer {common.LAST_LAYER} at {SINGLE_LAYER_SIZE} px",
+        arm_featpipe_last, FEATPIPE_IMPORTS),
+    Arm("featpipe-fne", "featpipe fne recipe: CV over C, and C=1", arm_featpipe_fne,
+        FEATPIPE_IMPORTS),
+    Arm("thingsvision", "thingsvision extractor, mean-pooled, HDF5 per layer", arm_thingsvision,
+        ("featpipe.extract", "thingsvision", "thingsvision.utils.storing")),
+    Arm("img2vec", "img2vec-pytorch get_vec on bn2", arm_img2vec,
+        ("featpipe.extract", "img2vec_pytorch.img_to_vec", "h5py")),
+    Arm("fne", "fne package FullNetworkEmbedding with LinearSVC()", arm_fne,
+        ("featpipe.extract", "fne.fne_torch", "sklearn.svm")),
+))
 
 
 def child_main(spec_json: str) -> None:
@@ -271,10 +274,11 @@ def child_main(spec_json: str) -> None:
     import importlib
 
     spec = json.loads(spec_json)
-    for module in ARM_IMPORTS[spec["arm"]]:
+    arm = ARMS[spec["arm"]]
+    for module in arm.imports:
         importlib.import_module(module)
-    result = {} if spec.get("imports_only") else ARMS[spec["arm"]](spec)
-    Path(spec["result"]).write_text(json.dumps(result))
+    result = {} if spec.get("imports_only") else arm.run(spec)
+    harness.write_json(Path(spec["result"]), result)
 
 
 # --------------------------------------------------------------------------- parent
@@ -283,7 +287,7 @@ def child_main(spec_json: str) -> None:
 def run_child(spec: dict) -> tuple[dict | None, float, str]:
     """Run one arm in a subprocess; (result or None, peak RSS MiB, error line)."""
     code = "import sys; from benchmarks.peers import child_main; child_main(sys.argv[1])"
-    rss, _, rc, err = peak_rss_mib([sys.executable, "-c", code, json.dumps(spec)])
+    rss, _, rc, err = harness.peak_rss_mib([sys.executable, "-c", code, json.dumps(spec)])
     if rc != 0:
         return None, rss, err or f"exit code {rc}"
     return json.loads(Path(spec["result"]).read_text()), rss, ""
@@ -305,7 +309,7 @@ class Runner:
 
     def imports(self, spec: dict) -> float:
         """Peak RSS of a process importing only the arm's modules (measured once per set)."""
-        key = tuple(ARM_IMPORTS[spec["arm"]])
+        key = ARMS[spec["arm"]].imports
         if key not in self.imports_rss:
             _, rss, err = run_child({**spec, "imports_only": True})
             self.imports_rss[key] = float("nan") if err else rss
@@ -313,12 +317,12 @@ class Runner:
 
     def run(self, arm: str, dataset: str, indices) -> dict:
         spec = self.spec(arm, dataset, indices)
-        load = load_average()
+        load = harness.load_average()[0]
         result, rss, err = run_child(spec)
         base = self.imports(spec)
         row = {"tool": arm, "load": load, "peak_rss_mib": rss, "imports_rss_mib": base,
                "extra_mib": rss - base, "status": "ok" if result is not None else f"failed: {err}"}
-        common.log(f"[{dataset}] {arm}: {row['status']}, peak RSS {rss:.0f} MiB (load {load:.2f})")
+        harness.log(f"[{dataset}] {arm}: {row['status']}, peak RSS {rss:.0f} MiB (load {load:.2f})")
         return {**row, "result": result or {}}
 
 
@@ -456,7 +460,7 @@ def sections(rows: list[dict]) -> list[str]:
         "`benchmarks/requirements-peers.txt`; thingsvision 2.7.3 pins torchvision==0.15.2 "
         "and tensorflow<2.16, so it is installed with `--no-deps` next to featpipe's torch "
         "and run through its PyTorch path.\n\n"
-        + common.markdown_table(ratio_rows(rows),
+        + harness.markdown_table(ratio_rows(rows),
                                 ["dataset", "comparison", "featpipe", "peer", "time_ratio",
                                  "peak_rss_ratio", "extra_rss_ratio", "accuracy_featpipe",
                                  "accuracy_peer", "note"],
@@ -466,7 +470,7 @@ def sections(rows: list[dict]) -> list[str]:
         "`max |Δ|` = largest absolute difference between the peer's pooled features and "
         "featpipe's store (same pixels, same model, same layers). `unpooled MiB` = the "
         "activation maps thingsvision holds in memory before they can be pooled.\n\n"
-        + common.markdown_table(extraction,
+        + harness.markdown_table(extraction,
                                 ["dataset", "comparison", "tool", "status", "n_images",
                                  "seconds", "images_per_second", "peak_rss_mib",
                                  "imports_rss_mib", "extra_mib", "unpooled_mib",
@@ -480,7 +484,7 @@ def sections(rows: list[dict]) -> list[str]:
         "(CV over C, or C=1). fne package: the convolution ending each featpipe layer "
         "(pre-BN, pre-activation), its own standardization (test data with training "
         "statistics), LinearSVC(C=1).\n\n"
-        + common.markdown_table(fne,
+        + harness.markdown_table(fne,
                                 ["dataset", "tool", "status", "n_images", "seconds",
                                  "accuracy", "balanced_accuracy", "best_params",
                                  "peak_rss_mib", "extra_mib", "load"],
@@ -491,7 +495,7 @@ def sections(rows: list[dict]) -> list[str]:
 
 def plot(rows: list[dict], path: Path) -> Path:
     """Wall time and peak RSS of every arm, grouped by dataset and comparison."""
-    fig, (left, right) = common.figure(2, width=6.5)
+    fig, (left, right) = harness.figure(2, width=6.5)
     labels = [f"{r['dataset']} {r['comparison']}\n{r['tool']}" for r in rows]
     for axis, key, title in ((left, "seconds", "wall time (s)"),
                              (right, "peak_rss_mib", "peak RSS (MiB)")):
@@ -503,29 +507,30 @@ def plot(rows: list[dict], path: Path) -> Path:
         axis.invert_yaxis()
         axis.set_xlabel(title)
     left.set_title("featpipe (blue) vs peers (orange)")
-    return common.save_figure(fig, path)
+    return harness.save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = common.parser(__doc__.splitlines()[0])
+    p = harness.parser(__doc__.splitlines()[0])
     p.set_defaults(datasets=DEFAULT_DATASETS)
     p.add_argument("--comparisons", default=",".join(COMPARISONS),
                    help="subset of %(default)s")
-    args = common.parse_args(p, argv)
+    args = harness.parse_args(p, argv)
+    comparisons = harness.choose(args.comparisons, COMPARISONS, COMPARISONS, "comparison")
     rows = []
     with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
         runner = Runner(args, Path(tmp))
         for dataset in args.manifests:
             manifest = Path(args.manifests[dataset])
             indices = quick_indices(manifest, args.seed) if args.quick else None
-            for comparison in [c for c in args.comparisons.split(",") if c]:
+            for comparison in comparisons:
                 rows += compare(runner, dataset, comparison, indices)
-    csv_path, md_path, png_path = common.outputs(args, NAME)
-    common.write_csv(csv_path, rows)
+    csv_path, md_path, png_path = harness.outputs(args, NAME)
+    harness.write_csv(csv_path, rows)
     common.write_markdown(md_path, "Peers: same images, backbone and layers (issue 4, #5)",
                           sections(rows), args, MODULE)
     plot(rows, png_path)
-    common.log(f"wrote {csv_path}, {md_path}, {png_path}")
+    harness.log(f"wrote {csv_path}, {md_path}, {png_path}")
     return 0
 
 

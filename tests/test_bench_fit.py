@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_fit, common, peers
+from benchmarks import bench_fit, harness, peers
 
 CLIPART = Path(__file__).resolve().parents[1] / "data" / "clipart-mini"
 CLASSES = ("birds", "flowers", "fruit")
@@ -98,7 +98,7 @@ def test_peers_quick(argv, tmp_path):
 def test_fne_layers_are_the_convolutions_ending_each_full_layer():
     from featpipe.models import create_backbone
 
-    bb = create_backbone(common.DEFAULT_MODEL, image_size=64)
+    bb = create_backbone(harness.DEFAULT_MODEL, image_size=64)
     layers = peers.fne_layers(bb)
     assert layers[0] == "conv_stem" and layers[-1] == "conv_head"
     assert layers[1] == "blocks.0.0.conv_pw" and layers[2] == "blocks.1.0.conv_pwl"
@@ -108,3 +108,15 @@ def test_fne_layers_are_the_convolutions_ending_each_full_layer():
 def test_safe_batch_size_avoids_a_last_batch_of_one():
     assert peers.safe_batch_size(65) == 33 and 65 % 33 != 1
     assert peers.safe_batch_size(64) == 32
+
+
+def test_bench_search_quick(argv, tmp_path):
+    from benchmarks import bench_search
+
+    assert bench_search.main([*argv, "--out", str(tmp_path), "--arms", "plain,fne"]) == 0
+    with open(tmp_path / f"{bench_search.NAME}.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["arm"] for r in rows] == ["plain", "fne"]
+    assert all(len(r["load_before"].split()) == 3 for r in rows)
+    assert float(rows[0]["ratio_to_plain"]) == 1.0
+    assert "wall-time ratio" in (tmp_path / f"{bench_search.NAME}.md").read_text()

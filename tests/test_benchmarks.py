@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import (common, compare_classifiers, compare_layers, compare_recipes, cost,
-                        few_shot, run_all)
+                        few_shot, harness, run_all)
 
 CLIPART = Path(__file__).resolve().parents[1] / "data" / "clipart-mini"
 CLASSES = ("birds", "flowers", "fruit")
@@ -46,7 +46,7 @@ def shared_argv(tmp_path_factory, tiny_manifest) -> list[str]:
     features = tmp_path_factory.mktemp("features")
     argv = ["--datasets", NAME, "--manifest", f"{NAME}={tiny_manifest}", "--image-size", "64",
             "--features-dir", str(features), "--quick"]
-    common.ensure_store(NAME, common.parse_args(common.parser("test"), argv))
+    common.ensure_store(NAME, harness.parse_args(harness.parser("test"), argv))
     return argv
 
 
@@ -134,3 +134,48 @@ def test_run_all_keeps_discussion_and_reports_absent_modules(tmp_path, monkeypat
                                {"tuxpaint": "missing package"}).read_text()
     assert "hand-written" in page and "## Comparison 6: cost" in page and "### " not in page
     assert "skipped: module not present" in page and "missing package" in page
+
+
+# --------------------------------------------------------------------------- the harness
+
+
+def test_load_average_is_the_1_5_15_minute_tuple_with_a_formatter():
+    load = harness.load_average()
+    assert len(load) == 3 and all(isinstance(v, float) for v in load)
+    assert harness.format_load((1.234, 0.5, 0.25)) == "1.23 0.50 0.25"
+    assert harness.format_load((1.234, 0.5, 0.25), digits=1) == "1.2 0.5 0.2"
+    assert len(harness.format_load().split()) == 3
+
+
+def test_peak_rss_of_a_child_and_measure():
+    import sys
+
+    rss, seconds, code, err = harness.peak_rss_mib(
+        [sys.executable, "-c", "import sys; b = bytearray(64 << 20); sys.exit('bye')"])
+    assert rss >= 64 and seconds > 0 and code == 1 and err == "bye"
+    measured = harness.measure(sum, [1, 2])
+    assert measured.value == 3 and measured.seconds >= 0 and len(measured.load) == 3
+
+
+def test_result_cache_computes_once_and_writes_atomically(tmp_path):
+    calls = []
+    path = harness.cache_file(tmp_path / "memo", {"b": 1, "a": [1, 2]})
+    assert path == harness.cache_file(tmp_path / "memo", {"a": [1, 2], "b": 1})
+    for _ in range(2):
+        assert harness.cached(path, lambda: calls.append(1) or {"x": 1.5}) == {"x": 1.5}
+    assert calls == [1] and [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_every_script_shares_the_quick_and_out_convention():
+    from benchmarks import bench_extract, bench_search
+
+    parsers = {"common": lambda a: harness.parse_args(harness.parser("x"), a),
+               "bench_extract": bench_extract._parse, "bench_search": bench_search.parse,
+               "run_all": run_all.parse}
+    for name, parse in parsers.items():
+        assert parse(["--quick"]).out == harness.QUICK_RESULTS_DIR, name
+        assert parse([]).out == harness.RESULTS_DIR, name
+        assert str(parse(["--out", "x"]).out) == "x", name
+    assert bench_search.parse(["--n-jobs", "2"]).jobs == 2
+    with pytest.raises(SystemExit, match="unknown arm"):
+        bench_search.parse(["--arms", "plain,nope"])

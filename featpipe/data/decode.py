@@ -178,11 +178,20 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if mode == "P" and "transparency" not in image.info:
         return image.convert("RGB")
     if mode in ("P", "PA", "LA", "La", "RGBa", "RGBA"):
-        return _composite_on_white(image.convert("RGBA"))
+        return composite_on_white(image)
     return image.convert("RGB")  # L, 1, F (clipped), CMYK, YCbCr, ...
 
 
-def _composite_on_white(rgba: Image.Image) -> Image.Image:
+def composite_on_white(image: Image.Image) -> Image.Image:
+    """``image`` as RGB with its transparency (alpha channel or palette transparency)
+    composited on white; an image without transparency is only converted.
+
+    Examples
+    --------
+    >>> composite_on_white(Image.new("RGBA", (1, 1), (0, 0, 255, 0))).getpixel((0, 0))
+    (255, 255, 255)
+    """
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
     white = Image.new("RGBA", rgba.size, _WHITE + (255,))
     return Image.alpha_composite(white, rgba).convert("RGB")
 

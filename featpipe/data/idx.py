@@ -36,8 +36,9 @@ def _read_idx_magic(path: Path) -> int | None:
         return None
 
 
-def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    """Read a uint8 IDX file with ``ndim`` dimensions, validating magic number and size."""
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read a uint8 IDX file with ``ndim`` dimensions (3: images, 1: labels), validating its
+    magic number and size; raises :class:`FeatpipeError` naming the problem."""
     data = _idx_bytes(path)
     magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
     if magic != _IDX_MAGIC[ndim]:

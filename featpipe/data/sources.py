@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from featpipe.data.idx import _IDX_MAGIC, _find_idx_labels, _read_idx, _read_idx_magic
+from featpipe.data.idx import _IDX_MAGIC, _find_idx_labels, _read_idx_magic, read_idx
 from featpipe.data.imageset import ImageSet
 from featpipe.errors import FeatpipeError
 
@@ -190,12 +190,12 @@ def from_idx(images_path: str | os.PathLike,
     ((28, 28), '9', 'idx:t10k-images-idx3-ubyte.gz#0')
     """
     images_path = Path(images_path)
-    pixels = _read_idx(images_path, ndim=3)
+    pixels = read_idx(images_path, ndim=3)
     if labels_path is None:
         labels_path = _find_idx_labels(images_path)
     labels = None
     if labels_path is not None:
-        values = _read_idx(Path(labels_path), ndim=1)
+        values = read_idx(Path(labels_path), ndim=1)
         if len(values) != len(pixels):
             raise FeatpipeError(
                 f"IDX labels file '{labels_path}' has {len(values)} labels but "
