@@ -26,6 +26,7 @@ def run(args) -> int:
           f"in {len(summary['layers'])} layers, {summary['n_failed']} failed, {state}")
     print(f"  backbone {prov['model']} ({prov['weights']}), {prov['image_size']} px, "
           f"pool {prov['pool']}, {prov['dtype']}, created {prov['created']}")
+    print(f"  preprocessing: {describe_preprocessing(prov.get('preprocessing') or {})}")
     print("  layers: " + ", ".join(f"{n} ({d})" for n, d in summary["layers"].items()))
     if summary["classes"]:
         print("  classes: " + ", ".join(f"{n} ({c})" for n, c in summary["classes"].items()))
@@ -36,3 +37,26 @@ def run(args) -> int:
     if summary["n_failed"] > 10:
         print(f"  ... {summary['n_failed'] - 10} more failures (see --json)")
     return 0
+
+
+def describe_preprocessing(prep: dict) -> str:
+    """One line: resize mode and sizes, interpolation, normalisation.
+
+    Examples
+    --------
+    >>> describe_preprocessing({"image_size": 128, "resize_size": 146, "mean": [0.5] * 3,
+    ...                         "std": [0.5] * 3, "interpolation": "bicubic"})
+    'crop: shorter side 146 px, centre 128 px (crop_pct 0.877), bicubic, mean 0.5/0.5/0.5, std 0.5/0.5/0.5'
+    """
+    if not prep:
+        return "not recorded"
+    size, mode = prep["image_size"], prep.get("resize_mode", "crop")
+    if mode == "crop":
+        geometry = (f"crop: shorter side {prep['resize_size']} px, centre {size} px "
+                    f"(crop_pct {size / prep['resize_size']:.3f})")
+    elif mode == "pad":
+        geometry = f"pad: longer side {size} px, padded to {size}x{size} with {tuple(prep['fill'])}"
+    else:
+        geometry = f"squash: {size}x{size} px, aspect ratio ignored"
+    stats = "/".join(f"{v:g}" for v in prep["mean"]), "/".join(f"{v:g}" for v in prep["std"])
+    return f"{geometry}, {prep['interpolation']}, mean {stats[0]}, std {stats[1]}"
