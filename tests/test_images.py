@@ -239,6 +239,36 @@ def test_idx_errors(tmp_path):
     assert_one_line_error(excinfo, "truncated or corrupt")
 
 
+def test_row_selector_keeps_rows_and_their_ids(tmp_path):
+    pixels = np.arange(10 * 2 * 2, dtype=np.uint8).reshape(10, 2, 2)
+    (tmp_path / "t-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(pixels)))
+    (tmp_path / "t-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.arange(10))))
+    images = open_source(f"{tmp_path / 't-images-idx3-ubyte.gz'}[2:8:2]")
+    assert images.ids == [f"idx:t-images-idx3-ubyte.gz#{i}" for i in (2, 4, 6)]
+    assert images.labels == ["2", "4", "6"]
+    np.testing.assert_array_equal(images.items[1], pixels[4])
+    assert len(open_source(f"{tmp_path / 't-images-idx3-ubyte.gz'}[-3:]")) == 3
+    for bad in ("[5:5]", "[0:4:0]"):
+        with pytest.raises(FeatpipeError) as excinfo:
+            open_source(f"{tmp_path / 't-images-idx3-ubyte.gz'}{bad}")
+        assert_one_line_error(excinfo)
+
+
+def test_manifest_of_idx_rows_selects_rows_labels_and_splits(tmp_path):
+    pixels = np.arange(6 * 2 * 2, dtype=np.uint8).reshape(6, 2, 2)
+    (tmp_path / "t-images-idx3-ubyte").write_bytes(idx_bytes(pixels))
+    (tmp_path / "rows.csv").write_text(
+        "path,label,split\nt-images-idx3-ubyte#5,five,train\nt-images-idx3-ubyte#0,zero,test\n")
+    images = open_source(tmp_path / "rows.csv")
+    assert images.ids == ["t-images-idx3-ubyte#5", "t-images-idx3-ubyte#0"]
+    assert images.splits == ["train", "test"] and images.labels == ["five", "zero"]
+    np.testing.assert_array_equal(images.items[0], pixels[5])
+    (tmp_path / "beyond.csv").write_text("path,label\nt-images-idx3-ubyte#6,six\n")
+    with pytest.raises(FeatpipeError) as excinfo:
+        open_source(tmp_path / "beyond.csv")
+    assert_one_line_error(excinfo, "row 6 is beyond the 6 images")
+
+
 @pytest.mark.skipif(not FASHION_MNIST.exists(), reason="Fashion-MNIST not installed")
 def test_fashion_mnist_test_set():
     images = open_source(FASHION_MNIST)

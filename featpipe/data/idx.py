@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,31 @@ def _find_idx_labels(images_path: Path) -> Path | None:
             return images_path.parent / candidate
     return None
 
+
+
+_ROW_REFERENCE = re.compile(r"^(?P<file>.+)#(?P<row>\d+)$")
+
+
+def idx_row_items(root: Path, paths: list[str]) -> list:
+    """Manifest paths with IDX rows resolved: ``FILE#ROW`` (``FILE`` an IDX images file relative
+    to ``root``) becomes that row's uint8 array; any other path stays a path under ``root``.
+
+    Each IDX file is read once, however many of its rows are used.
+    """
+    files: dict[Path, np.ndarray] = {}
+    items = []
+    for path in paths:
+        match = _ROW_REFERENCE.match(path)
+        target = root / path
+        if match is None or target.exists() or not (root / match["file"]).is_file():
+            items.append(str(target))
+            continue
+        source = root / match["file"]
+        if source not in files:
+            files[source] = read_idx(source, ndim=3)
+        rows, row = files[source], int(match["row"])
+        if row >= len(rows):
+            raise FeatpipeError(f"'{path}': row {row} is beyond the {len(rows)} images of "
+                                f"{match['file']}")
+        items.append(rows[row])
+    return items

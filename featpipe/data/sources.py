@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 import csv
+import re
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from featpipe.data.idx import _IDX_MAGIC, _find_idx_labels, _read_idx_magic, read_idx
+from featpipe.data.idx import _IDX_MAGIC, _find_idx_labels, _read_idx_magic, idx_row_items, read_idx
 from featpipe.data.imageset import ImageSet
 from featpipe.errors import FeatpipeError
 
@@ -47,8 +48,39 @@ def open_source(spec: str | os.PathLike) -> ImageSet:
     >>> images = open_source("data/fashion-mnist/t10k-images-idx3-ubyte.gz")  # doctest: +SKIP
     >>> images.kind, len(images)                                               # doctest: +SKIP
     ('idx', 10000)
+
+    A trailing ``[start:stop]`` or ``[start:stop:step]`` keeps those rows of any source (ids
+    keep their row numbers in the full source):
+
+    >>> len(open_source("data/clipart-mini/manifest.csv[10:20]"))
+    10
     """
-    path = Path(spec)
+    path, rows = _split_row_selector(str(spec))
+    image_set = _open_path(path, spec)
+    if rows is None:
+        return image_set
+    selected = range(len(image_set))[rows]
+    if not len(selected):
+        raise FeatpipeError(f"'{spec}' selects no rows of its {len(image_set)} inputs")
+    return image_set.subset(list(selected))
+
+
+_ROW_SELECTOR = re.compile(r"^(?P<path>.+)\[(?P<start>-?\d*):(?P<stop>-?\d*)(?::(?P<step>-?\d+))?\]$")
+
+
+def _split_row_selector(spec: str) -> tuple[Path, slice | None]:
+    """``'file.gz[0:2000]'`` -> (Path('file.gz'), slice(0, 2000)); a path that exists as
+    written is never split."""
+    match = _ROW_SELECTOR.match(spec)
+    if match is None or Path(spec).exists():
+        return Path(spec), None
+    bounds = [int(match[k]) if match[k] else None for k in ("start", "stop", "step")]
+    if bounds[2] == 0:
+        raise FeatpipeError(f"row selector of '{spec}' has a step of 0")
+    return Path(match["path"]), slice(*bounds)
+
+
+def _open_path(path: Path, spec) -> ImageSet:
     if not path.exists():
         raise FeatpipeError(
             f"image source '{spec}' does not exist; give an image folder, a .csv manifest, "
@@ -120,7 +152,10 @@ def from_manifest(csv_path: str | os.PathLike) -> ImageSet:
 
     Relative paths are resolved against the manifest's folder (absolute paths are kept) and
     also serve as ids. ``label`` must be filled on every row or left empty on every row
-    (unlabelled). When a ``split`` column is present every row needs a split.
+    (unlabelled). When a ``split`` column is present every row needs a split. A path
+    ``FILE#ROW`` where ``FILE`` is an IDX images file names one of its images (row numbers
+    from 0): a manifest of indices selects rows, labels and splits of an IDX file without
+    writing PNGs first.
 
     Examples
     --------
@@ -141,7 +176,7 @@ def from_manifest(csv_path: str | os.PathLike) -> ImageSet:
     ids = _check_unique([(line, _normalise_path(p)) for line, p, _, _ in rows], csv_path)
     splits = [split for _, _, _, split in rows]
     return ImageSet(
-        items=[str(root / i) for i in ids], ids=ids,
+        items=idx_row_items(root, ids), ids=ids,
         labels=[label for _, _, label, _ in rows] if all(has_label) else None,
         splits=splits if splits[0] is not None else None,
         root=str(root), kind="manifest",
