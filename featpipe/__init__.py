@@ -9,7 +9,7 @@ _LAZY = {
     "FeatureStore": "featpipe.store",
     "extract": "featpipe.extract",
     "create_backbone": "featpipe.models",
-    "make_pipeline": "featpipe.classical.recipes",
+    "build_recipe": "featpipe.classical.recipes",
 }
 
 __all__ = ["FeatpipeError", "UsageError", "__version__", *_LAZY]

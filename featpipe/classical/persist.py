@@ -14,9 +14,9 @@ Example
 -------
 >>> import tempfile, pathlib
 >>> from sklearn.datasets import load_iris
->>> from featpipe.classical.recipes import make_pipeline
+>>> from featpipe.classical.recipes import build_recipe
 >>> X, y = load_iris(return_X_y=True)
->>> pipe = make_pipeline("fne")[0].fit(X, y)
+>>> pipe = build_recipe("fne")[0].fit(X, y)
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.skops"
 >>> _ = save_model(path, pipe, provenance={"backbone": "none"}, training={"recipe": "fne"})
 >>> loaded, provenance, training = load_model(path)
