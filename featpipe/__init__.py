@@ -10,6 +10,9 @@ _LAZY = {
     "extract": "featpipe.extract",
     "create_backbone": "featpipe.models",
     "build_recipe": "featpipe.classical.recipes",
+    "Reduction": "featpipe.classical.recipes",
+    "SearchConfig": "featpipe.classical.search",
+    "TrainingSpec": "featpipe.workflows.fit",
 }
 
 __all__ = ["FeatpipeError", "UsageError", "__version__", *_LAZY]

@@ -89,7 +89,7 @@ def test_untrusted_types_are_refused_unless_trusted(data, tmp_path):
     name = f"{Shift.__module__}.Shift"
     assert untrusted_types(path) == [name]
     with pytest.raises(
-        FeatpipeError, match=rf"types featpipe does not trust: {name}; .*--trust"
+        FeatpipeError, match=rf"types featpipe does not trust: {name}; .*`trusted=NAMES`"
     ) as info:
         load_model(path)
     assert "\n" not in str(info.value)

@@ -211,7 +211,7 @@ def test_parse_reduce():
         ({"layers": ["nope"], "layer_slices": SLICES}, "unknown layer"),
     ],
 )
-def test_make_pipeline_errors(kwargs, message):
+def test_build_recipe_errors(kwargs, message):
     with pytest.raises(FeatpipeError, match=message):
         build_recipe(**kwargs)
 

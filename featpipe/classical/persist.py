@@ -8,7 +8,7 @@ A model file is a skops archive holding one dict::
 
 Loading audits the types in the file first (``skops.io.get_untrusted_types``). skops
 trusts scikit-learn and NumPy types itself; featpipe trusts its own estimator classes.
-Anything else is refused unless the caller trusts it explicitly (``--trust``).
+Anything else is refused unless the caller trusts it explicitly (``trusted=``).
 
 Example
 -------
@@ -181,8 +181,7 @@ def load_model(path, *, trusted: bool | Sequence[str] = False) -> tuple[Pipeline
         if refused:
             raise FeatpipeError(
                 f"{path} contains types featpipe does not trust: {', '.join(refused)}; "
-                "if you trust the file, load it with --trust "
-                "(API: trusted=True or a list of type names)"
+                "if you trust the file, allow these types with `trusted=NAMES`"
             )
     all_types = sio.get_untrusted_types(file=path)  # featpipe's own plus the allowed ones
     payload = sio.load(path, trusted=all_types)
