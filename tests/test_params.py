@@ -105,6 +105,8 @@ def test_training_spec_builds_its_search_config_and_describes_itself_as_json():
     assert described["reduce"] == "pca:8" and described["grid"] == {"clf__C": [0.1, 1]}
     assert TrainingSpec(reduce=False).describe()["reduce"] == "none"
     assert TrainingSpec().describe()["reduce"] is None
+    odd = TrainingSpec(grid={"clf__C": np.array([0.1, 1.0]), "clf__class_weight": "balanced"})
+    assert odd.describe()["grid"] == {"clf__C": [0.1, 1.0], "clf__class_weight": ["balanced"]}
 
 
 def _imports(path: Path) -> set[str]:

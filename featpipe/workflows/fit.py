@@ -90,11 +90,19 @@ class TrainingSpec:
         """The options as JSON-ready values (recorded in the model file and the report)."""
         described = {k: (list(v) if isinstance(v, (list, tuple)) else v)
                      for k, v in self.__dict__.items()}
-        described["grid"] = {k: list(v) for k, v in self.grid.items()}
+        described["grid"] = {k: _json_values(v) for k, v in self.grid.items()}
         if self.reduce is not None:
             described["reduce"] = (f"{self.reduce.method}:{self.reduce.n_components}"
                                    if self.reduce else "none")
         return described
+
+
+def _json_values(values) -> list:
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        return [values]
+    return [v.item() if hasattr(v, "item") else v for v in values]
 
 
 @dataclass
@@ -136,7 +144,7 @@ def fit_features(train: FeatureSet, spec: TrainingSpec, *, statistics_pool=None)
         random_state=spec.seed)
     if statistics_pool is not None:
         use_pool_statistics(pipeline, statistics_pool)
-    grid = {**grid, **{name: list(values) for name, values in spec.grid.items()}}
+    grid = {**grid, **spec.grid}
     return search(pipeline, grid, train.X, train.y, config, class_names=train.class_names)
 
 
