@@ -10,8 +10,8 @@ from typing import Literal
 from featpipe.classical.recipes import RECIPE_CONSTRAINTS, Reduction
 from featpipe.classical.search import SEARCH_CONSTRAINTS, SearchConfig
 from featpipe.errors import FeatpipeError
-from featpipe.params import InstanceOf, SequenceOf, validate
 from featpipe.fileio import checked_output
+from featpipe.params import InstanceOf, SequenceOf, validate
 from featpipe.provenance import model_provenance
 from featpipe.store.reader import FeatureSet, FeatureStore
 from featpipe.workflows.data import load_compatible, split_train_test
