@@ -51,18 +51,16 @@ FIT_CHILD = ("import sys, " + ", ".join(FIT_IMPORTS)
 
 def recipe_grid(recipe: str, quick: bool) -> dict:
     """The recipe's default grid, thinned to 3 values with ``--quick``."""
-    from featpipe.classical.recipes import parse_grid_overrides
-
     grid = common.recipe_grid(recipe)
-    return {**grid, **parse_grid_overrides(common.quick_grid(grid, quick))}
+    return {**grid, **(common.thin_grid(grid) if quick else {})}
 
 
 def search_once(train, recipe: str, grid: dict, cv: int, cache, cache_dir: Path | None):
     """One cross-validated search of ``recipe`` on ``train``; returns the SearchResult."""
-    from featpipe.classical.recipes import make_pipeline
+    from featpipe.classical.recipes import build_recipe
     from featpipe.classical.search import run_search
 
-    pipeline, _ = make_pipeline(recipe, layer_slices=train.layer_slices)
+    pipeline, _ = build_recipe(recipe, layer_slices=train.layer_slices)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # LinearSVC convergence warnings at small C
         return run_search(pipeline, grid, train.X, train.y, cv=cv, cache=cache,

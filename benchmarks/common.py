@@ -156,16 +156,15 @@ def _search_and_score(train: FeatureSet, test: FeatureSet, spec) -> dict:
 
 
 def _memo_path(train: FeatureSet, test: FeatureSet, spec, args) -> Path:
-    from featpipe.classical.recipes import make_pipeline
-    from featpipe.classical.recipes import parse_grid_overrides
+    from featpipe.classical.recipes import build_recipe
 
-    _, grid = make_pipeline(spec.recipe, normalize=spec.normalize, discretize=spec.discretize,
-                            reduce=spec.reduce, classifier=spec.classifier)
-    grid.update(parse_grid_overrides(list(spec.grid)))
+    _, grid = build_recipe(spec.recipe, normalize=spec.normalize, discretize=spec.discretize,
+                           reduce=spec.reduce, classifier=spec.classifier)
+    grid.update(spec.grid)
     key = {"store": train.provenance.get("input_fingerprint"), "model": args.model,
            "size": args.image_size, "layers": list(train.layer_slices),
            "train": train.index.tolist(), "test": test.index.tolist(),
-           "search": [spec.recipe, spec.normalize, spec.discretize, spec.reduce,
+           "search": [spec.recipe, spec.normalize, spec.discretize, spec.describe()["reduce"],
                       spec.classifier, spec.cv, spec.seed, spec.scoring, spec.n_jobs],
            "grid": {k: [repr(v) for v in values] for k, values in sorted(grid.items())}}
     return harness.cache_file(Path(args.features_dir) / "results-memo", key)
@@ -173,13 +172,13 @@ def _memo_path(train: FeatureSet, test: FeatureSet, spec, args) -> Path:
 
 def fit_fixed(train: FeatureSet, test: FeatureSet, spec, params: Mapping) -> dict:
     """Fit ``spec``'s pipeline with fixed ``params`` (no CV possible), score ``test`` once."""
-    from featpipe.classical.recipes import make_pipeline
+    from featpipe.classical.recipes import build_recipe
     from featpipe.report.metrics import evaluate
 
-    pipeline, _ = make_pipeline(spec.recipe, layer_slices=train.layer_slices,
-                                normalize=spec.normalize, discretize=spec.discretize,
-                                reduce=spec.reduce, classifier=spec.classifier,
-                                random_state=spec.seed)
+    pipeline, _ = build_recipe(spec.recipe, layer_slices=train.layer_slices,
+                               normalize=spec.normalize, discretize=spec.discretize,
+                               reduce=spec.reduce, classifier=spec.classifier,
+                               random_state=spec.seed)
     pipeline.set_params(**params)
     seconds = harness.measure(pipeline.fit, train.X, train.y).seconds
     evaluation = evaluate(pipeline, test.X, test.y, train.class_names)
@@ -229,14 +228,13 @@ def fixed_default(spec) -> dict:
     C=1 for LinearSVC-based pipelines (the grid's largest C when the grid stops below 1),
     otherwise the middle of the default sweep (for the linear probe the Kornblith sweep's
     middle, C=10**0.5)."""
-    from featpipe.classical.recipes import make_pipeline
-    from featpipe.classical.recipes import parse_grid_overrides
+    from featpipe.classical.recipes import build_recipe
 
-    pipeline, grid = make_pipeline(spec.recipe, normalize=spec.normalize,
-                                   discretize=spec.discretize, reduce=spec.reduce,
-                                   classifier=spec.classifier)
+    pipeline, grid = build_recipe(spec.recipe, normalize=spec.normalize,
+                                  discretize=spec.discretize, reduce=spec.reduce,
+                                  classifier=spec.classifier)
     if type(pipeline.named_steps["clf"]).__name__ == "LinearSVC":
-        searched = parse_grid_overrides(list(spec.grid)).get("clf__C", [FEW_SHOT_DEFAULT_C])
+        searched = spec.grid.get("clf__C", [FEW_SHOT_DEFAULT_C])
         return {"clf__C": min(FEW_SHOT_DEFAULT_C, max(searched))}
     return {name: values[len(values) // 2] for name, values in grid.items()}
 
@@ -264,12 +262,11 @@ def _grid_value(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def recipe_grid(recipe: str | None, classifier: str | None = None,
-                reduce: str | None = None) -> dict:
-    """The default grid make_pipeline would use for this recipe/classifier."""
-    from featpipe.classical.recipes import make_pipeline
+def recipe_grid(recipe: str | None, classifier: str | None = None, reduce=None) -> dict:
+    """The default grid build_recipe would use for this recipe/classifier."""
+    from featpipe.classical.recipes import build_recipe
 
-    return make_pipeline(recipe, classifier=classifier, reduce=reduce)[1]
+    return build_recipe(recipe, classifier=classifier, reduce=reduce)[1]
 
 
 # --------------------------------------------------------------------------- output

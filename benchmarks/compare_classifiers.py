@@ -46,7 +46,7 @@ class Classifier:
                 for name, values in grid.items()}
         grid = common.thin_grid(grid) if args.quick else grid
         return TrainingSpec(recipe=self.recipe, classifier=self.classifier,
-                            normalize=self.normalize, grid=common.grid_overrides(grid),
+                            normalize=self.normalize, grid=grid,
                             cv=common.cv_folds(args), seed=args.seed,
                             cache_dir=str(args.features_dir / "sklearn-cache"))
 

@@ -30,7 +30,7 @@ def layer_grid(args) -> list[float]:
 
 def layer_spec(args) -> TrainingSpec:
     return TrainingSpec(recipe="linear-probe",
-                        grid=["clf__C=" + ",".join(map(repr, layer_grid(args)))],
+                        grid={"clf__C": list(layer_grid(args))},
                         cv=common.cv_folds(args), seed=args.seed)
 
 

@@ -72,7 +72,7 @@ def make_spec(config: Configuration, args, cv: int | None = None) -> TrainingSpe
     return TrainingSpec(recipe=config.recipe, normalize=config.normalize,
                         discretize=config.discretize,
                         classifier=None if config.recipe else "linearsvc",
-                        grid=common.grid_overrides(grid), cv=cv or common.cv_folds(args),
+                        grid=grid, cv=cv or common.cv_folds(args),
                         seed=args.seed)
 
 

@@ -50,21 +50,21 @@ CONFIGURATIONS = (
 )
 
 
-def make_spec(config: Configuration, cv: int, seed: int, grid=()) -> TrainingSpec:
+def make_spec(config: Configuration, cv: int, seed: int, grid=None) -> TrainingSpec:
     return TrainingSpec(recipe=config.recipe, normalize=config.normalize,
-                        classifier=config.classifier, cv=cv, seed=seed, grid=list(grid))
+                        classifier=config.classifier, cv=cv, seed=seed, grid=dict(grid or {}))
 
 
 def fit_and_score(train, test, pool, config: Configuration, seed: int) -> dict:
     """Tune C by CV when every class has >= 2 images (else C = 1); score the test split."""
     folds = common.few_shot_cv(train.y)
-    spec = make_spec(config, folds or 2, seed, () if folds else [f"clf__C={ONE_SHOT_C}"])
+    spec = make_spec(config, folds or 2, seed, None if folds else {"clf__C": [ONE_SHOT_C]})
     if folds is None:  # one image per class: a one-value grid, fitted without CV
-        from featpipe.classical.recipes import make_pipeline, use_pool_statistics
+        from featpipe.classical.recipes import build_recipe, use_pool_statistics
 
-        model, _ = make_pipeline(spec.recipe, layer_slices=train.layer_slices,
-                                 normalize=spec.normalize, classifier=spec.classifier,
-                                 random_state=seed)
+        model, _ = build_recipe(spec.recipe, layer_slices=train.layer_slices,
+                                normalize=spec.normalize, classifier=spec.classifier,
+                                random_state=seed)
         if pool is not None:
             use_pool_statistics(model, pool)
         model.set_params(clf__C=ONE_SHOT_C).fit(train.X, train.y)

@@ -9,7 +9,10 @@ _LAZY = {
     "FeatureStore": "featpipe.store",
     "extract": "featpipe.extract",
     "create_backbone": "featpipe.models",
-    "make_pipeline": "featpipe.classical.recipes",
+    "build_recipe": "featpipe.classical.recipes",
+    "Reduction": "featpipe.classical.recipes",
+    "SearchConfig": "featpipe.classical.search",
+    "TrainingSpec": "featpipe.workflows.fit",
 }
 
 __all__ = ["FeatpipeError", "UsageError", "__version__", *_LAZY]

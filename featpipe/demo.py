@@ -73,7 +73,9 @@ def main(argv=None) -> int:
     try:
         table = run(args.data, args.out, args.image_size, args.cv)
     except FeatpipeError as exc:
-        print(f"featpipe demo: error: {exc}", file=sys.stderr)
+        from featpipe.cli import as_flags
+
+        print(f"featpipe demo: error: {as_flags(str(exc))}", file=sys.stderr)
         return 1
     print()
     print(table)

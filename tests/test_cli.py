@@ -1,6 +1,7 @@
 """The command line: exit codes, one-line errors, and fit -> predict -> evaluate end to end."""
 
 import csv
+import re
 import json
 import subprocess
 import sys
@@ -55,8 +56,6 @@ def test_user_mistakes_give_one_line_and_exit_code(capsys, tmp_path, shapes_fold
     assert got == code
     assert err.count("\n") == 1 and err.startswith("featpipe")
     assert "Traceback" not in err
-    import re
-
     assert re.search(message, err), err
 
 
@@ -153,7 +152,7 @@ def test_model_with_untrusted_types_is_refused_without_trust(capsys, tmp_path, l
     save_model(model, pipeline, provenance=model_provenance(store.provenance, data.layer_slices),
                training={"class_names": data.class_names})
     code, _, err = run_cli(capsys, "evaluate", model, lite0_store)
-    assert code == 1 and "_operator.neg" in err and "--trust" in err
+    assert code == 1 and "_operator.neg" in err and "allow these types with --trust NAMES" in err
     code, out, err = run_cli(capsys, "evaluate", model, lite0_store, "--trust", "_operator.neg")
     assert code == 0, err
     assert "accuracy" in out
@@ -185,3 +184,34 @@ def test_fit_search_grid_and_bad_stats_from(capsys, tmp_path, lite0_store):
     code, _, err = run_cli(capsys, "fit", lite0_store, "--search", "slow",
                            "--out", tmp_path / "x.skops")
     assert code == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cv", "1"], "error: --cv must be an int >= 2 or a CV splitter, got 1"),
+    (["--recipe", "fnee"], "error: --recipe must be one of fne, l2, linear-probe, pca-svm, "
+                           "umap-knn or None, got 'fnee'"),
+    (["--normalize", "minmax"], "error: --normalize must be one of l2, layer-l2, standard, none"),
+    (["--reduce", "tsne:2"], "unknown reduction 'tsne:2'; use pca:N, umap:N or none"),
+    (["--grid", "C=1"], "grid parameter 'C' must name a step and a parameter"),
+    (["--grid", "clf__C=-1", "--cv", "3"], r"invalid grid value: .* Fix the --grid values\."),
+    (["--cv", "20"], "fewer than the 20 cross-validation folds; lower --cv or add samples"),
+])
+def test_fit_option_errors_are_worded_as_flags(capsys, tmp_path, lite0_store, argv, message):
+    code, _, err = run_cli(capsys, "fit", lite0_store, "--out", tmp_path / "m.skops", *argv)
+    assert code == 1 and re.search(message, err), err
+    assert err.count("\n") == 1 and "`" not in err and not (tmp_path / "m.skops").exists()
+
+
+def test_fit_flags_become_the_typed_spec(capsys, tmp_path, lite0_store):
+    report = tmp_path / "report"
+    code, _, err = run_cli(capsys, "fit", lite0_store, "--layers", "bn2,blocks.6.0", "--cv", "3",
+                           "--halving", "--reduce", "pca:4", "--grid", "clf__C=0.1,1",
+                           "--out", tmp_path / "m.skops", "--report", report)
+    assert code == 0, err
+    spec = json.loads((report / "report.json").read_text())["meta"]["spec"]
+    assert spec["layers"] == ["bn2", "blocks.6.0"] and spec["search"] == "halving"
+    assert spec["reduce"] == "pca:4" and spec["grid"] == {"clf__C": [0.1, 1]}
+    code, _, err = run_cli(capsys, "fit", lite0_store, "--recipe", "pca-svm", "--reduce", "none",
+                           "--cv", "3", "--out", tmp_path / "n.skops", "--report", report)
+    assert code == 0, err
+    assert json.loads((report / "report.json").read_text())["meta"]["spec"]["reduce"] == "none"

@@ -39,7 +39,7 @@ def test_fit_predict_score_on_paths_reuses_cached_features(tmp_path, paths_and_l
                                                            counted_extract):
     paths, labels = paths_and_labels
     train, test = np.arange(30) % 3 != 0, np.arange(30) % 3 == 0
-    clf = _classifier(tmp_path, recipe="fne", grid=["clf__C=0.01,1"])
+    clf = _classifier(tmp_path, recipe="fne", grid={"clf__C": [0.01, 1]})
     clf.fit([paths[i] for i in np.flatnonzero(train)], labels[train])
     assert set(clf.classes_) == {"circle", "square", "triangle"}
     assert clf.best_params_["clf__C"] in (0.01, 1)
@@ -47,7 +47,7 @@ def test_fit_predict_score_on_paths_reuses_cached_features(tmp_path, paths_and_l
     assert clf.score(test_paths, labels[test]) >= 0.7
     assert len(counted_extract) == 2  # train and test images, once each
 
-    other = clone(clf).set_params(recipe="linear-probe", grid=["clf__C=0.1,1"])
+    other = clone(clf).set_params(recipe="linear-probe", grid={"clf__C": [0.1, 1]})
     other.fit([paths[i] for i in np.flatnonzero(train)], labels[train])
     proba = other.predict_proba(test_paths)
     assert proba.shape == (10, 3) and np.allclose(proba.sum(axis=1), 1)
@@ -57,7 +57,7 @@ def test_fit_predict_score_on_paths_reuses_cached_features(tmp_path, paths_and_l
 def test_in_memory_arrays_and_their_content_key(tmp_path, paths_and_labels):
     paths, labels = paths_and_labels
     arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    clf = _classifier(tmp_path, recipe="l2", grid=["clf__C=1"]).fit(arrays, labels)
+    clf = _classifier(tmp_path, recipe="l2", grid={"clf__C": [1]}).fit(arrays, labels)
     assert clf.predict(arrays[:4]).tolist() == clf.predict(paths[:4]).tolist()
     changed = [a.copy() for a in arrays]
     changed[0][0, 0] = 255 - changed[0][0, 0]

@@ -15,8 +15,8 @@ from sklearn.pipeline import Pipeline
 from featpipe.errors import FeatpipeError
 from featpipe.classical.fastsearch import fast_search_applies, run_fast_search
 from featpipe.classical.persist import load_model
-from featpipe.classical.recipes import make_pipeline, use_pool_statistics
-from featpipe.classical.search import run_search
+from featpipe.classical.recipes import build_recipe, use_pool_statistics
+from featpipe.classical.search import SearchConfig, run_search, search
 from featpipe.store.reader import FeatureSet, FeatureStore
 from featpipe.workflows.fit import TrainingSpec, fit_features, fit_store
 from featpipe.classical.transformers.scaling import feature_statistics
@@ -45,7 +45,7 @@ def _scores(result) -> dict[float, float]:
 @pytest.mark.parametrize("recipe", ["fne", "l2"])
 def test_full_walk_matches_grid_search_scores_and_choice(digits, recipe):
     X, y = digits
-    pipe, grid = make_pipeline(recipe, layer_slices=SLICES)
+    pipe, grid = build_recipe(recipe, layer_slices=SLICES)
     plain = run_search(pipe, grid, X, y, cv=3)
     fast = run_fast_search(pipe, grid, X, y, cv=3, patience=None, coarse_step=1)
     assert fast.best_params == {"clf__C": pytest.approx(plain.best_params["clf__C"])}
@@ -58,7 +58,7 @@ def test_full_walk_matches_grid_search_scores_and_choice(digits, recipe):
 def test_default_fast_search_picks_the_grid_search_C_and_accuracy(digits, recipe):
     X, y = digits
     train, test = slice(0, 300), slice(300, 400)
-    pipe, grid = make_pipeline(recipe, layer_slices=SLICES)
+    pipe, grid = build_recipe(recipe, layer_slices=SLICES)
     plain = run_search(pipe, grid, X[train], y[train], cv=3)
     fast = run_fast_search(pipe, grid, X[train], y[train], cv=3)
     assert fast.best_params["clf__C"] == pytest.approx(plain.best_params["clf__C"])
@@ -70,7 +70,7 @@ def test_default_fast_search_picks_the_grid_search_C_and_accuracy(digits, recipe
 def test_linear_probe_warm_start_and_coarse_grid_keep_accuracy(digits):
     X, y = digits
     train, test = slice(0, 300), slice(300, 400)
-    pipe, _ = make_pipeline("linear-probe")
+    pipe, _ = build_recipe("linear-probe")
     grid = {"clf__C": np.logspace(-4, 2, 13).tolist()}
     plain = run_search(pipe, grid, X[train], y[train], cv=3)
     fast = run_fast_search(pipe, grid, X[train], y[train], cv=3)
@@ -84,7 +84,7 @@ def test_linear_probe_warm_start_and_coarse_grid_keep_accuracy(digits):
 def test_ties_pick_the_smallest_C_like_grid_search():
     X = np.array([[0.0, 1.0], [0.1, 1.0], [5.0, 1.0], [5.1, 1.0]] * 3, dtype=np.float32)
     y = np.array([0, 0, 1, 1] * 3)
-    pipe, _ = make_pipeline(normalize="none", classifier="linearsvc")
+    pipe, _ = build_recipe(normalize="none", classifier="linearsvc")
     grid = {"clf__C": [10.0, 1.0, 0.1]}  # every C separates perfectly
     fast = run_fast_search(pipe, grid, X, y, cv=2)
     assert fast.best_params == {"clf__C": 0.1}
@@ -94,7 +94,7 @@ def test_ties_pick_the_smallest_C_like_grid_search():
 
 def test_patience_stops_the_walk_and_is_recorded(digits):
     X, y = digits
-    pipe, _ = make_pipeline("fne", layer_slices=SLICES)
+    pipe, _ = build_recipe("fne", layer_slices=SLICES)
     grid = {"clf__C": np.logspace(-4, 4, 9).tolist()}
     full = run_fast_search(pipe, grid, X, y, cv=3, patience=None)
     short = run_fast_search(pipe, grid, X, y, cv=3, patience=1)
@@ -105,7 +105,7 @@ def test_patience_stops_the_walk_and_is_recorded(digits):
 
 def test_refit_is_an_ordinary_pipeline_and_threads_give_the_same_result(digits):
     X, y = digits
-    pipe, grid = make_pipeline("fne", layer_slices=SLICES)
+    pipe, grid = build_recipe("fne", layer_slices=SLICES)
     one = run_fast_search(pipe, grid, X, y, cv=3, n_jobs=1)
     two = run_fast_search(pipe, grid, X, y, cv=3, n_jobs=2)
     assert _scores(one) == _scores(two)
@@ -118,9 +118,9 @@ def test_refit_is_an_ordinary_pipeline_and_threads_give_the_same_result(digits):
 
 def test_other_grids_fall_back_to_grid_search(digits):
     X, y = digits
-    pipe, grid = make_pipeline("umap-knn")
+    pipe, grid = build_recipe("umap-knn")
     assert fast_search_applies(pipe, grid) is not None
-    pipe, grid = make_pipeline(normalize="standard", classifier="knn")
+    pipe, grid = build_recipe(normalize="standard", classifier="knn")
     result = run_fast_search(pipe, {"clf__n_neighbors": [1, 3]}, X, y, cv=3)
     assert result.extra["search"] == "grid"
     assert "clf__n_neighbors" in result.extra["fast_search_skipped"]
@@ -128,19 +128,68 @@ def test_other_grids_fall_back_to_grid_search(digits):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"patience": 0}, "patience"), ({"coarse_step": 0}, "coarse_step"),
-    ({"scoring": "f1"}, "unknown scoring")])
+    ({"scoring": "f1"}, "`scoring` must be one of")])
 def test_bad_options_are_one_line_errors(digits, kwargs, match):
     X, y = digits
-    pipe, grid = make_pipeline("fne")
+    pipe, grid = build_recipe("fne")
     with pytest.raises(FeatpipeError, match=match):
         run_fast_search(pipe, grid, X, y, cv=3, **kwargs)
 
 
 def test_invalid_C_is_a_featpipe_error(digits):
     X, y = digits
-    pipe, _ = make_pipeline("fne")
+    pipe, _ = build_recipe("fne")
     with pytest.raises(FeatpipeError, match="invalid grid value"):
         run_fast_search(pipe, {"clf__C": [-1.0, 1.0]}, X, y, cv=3)
+
+
+# --------------------------------------------------------------------------- one dispatcher
+
+
+def test_search_dispatches_as_configured(digits, monkeypatch):
+    import featpipe.classical.fastsearch as fastsearch
+    import featpipe.classical.search as plain
+
+    X, y = digits
+    pipe, _ = build_recipe("fne", layer_slices=SLICES)
+    grid = {"clf__C": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]}
+    calls = []
+    for module, name in ((fastsearch, "run_fast_search"), (plain, "run_search")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **k: (
+            calls.append((_n, k.get("halving"))) or _f(*a, **k)))
+
+    fast = search(pipe, grid, X, y, SearchConfig(cv=3))
+    assert fast.extra["search"] == "fast" and calls == [("run_fast_search", None)]
+    calls.clear()
+    full = search(pipe, grid, X, y, SearchConfig(method="grid", cv=3))
+    assert full.extra["search"] == "grid" and calls == [("run_search", False)]
+    assert "iter" not in full.cv_table[0] and len(full.cv_table) == 6
+    calls.clear()
+    halving = search(pipe, grid, X, y, SearchConfig(method="halving", cv=3))
+    assert calls == [("run_search", True)] and {"iter", "n_resources"} <= set(halving.cv_table[0])
+    assert search(pipe, grid, X, y, SearchConfig(cv=3)).best_params == fast.best_params
+
+
+def test_search_config_options_reach_the_search(digits):
+    X, y = digits
+    pipe, _ = build_recipe(normalize="standard", classifier="knn")
+    result = search(pipe, {"clf__n_neighbors": [1, 3]}, X, y,
+                    SearchConfig(cv=4, scoring="balanced_accuracy"))
+    assert result.extra["search"] == "grid" and "fast_search_skipped" in result.extra
+    assert (result.n_splits, result.scoring) == (4, "balanced_accuracy")
+    with pytest.raises(FeatpipeError, match="`config` must be a SearchConfig"):
+        search(pipe, {}, X, y, {"cv": 3})
+
+
+def test_fit_features_searches_with_the_spec_method(digits):
+    X, y = digits
+    train = _feature_set(X[:200], y[:200])
+    grid = {"clf__C": [0.01, 0.1, 1.0, 10.0]}
+    halving = fit_features(train, TrainingSpec(recipe="fne", cv=3, search="halving", grid=grid))
+    assert "iter" in halving.cv_table[0]
+    fast = fit_features(train, TrainingSpec(recipe="fne", cv=3, grid=grid))
+    assert fast.extra["search"] == "fast"
 
 
 # --------------------------------------------------------------------------- pool statistics
@@ -156,7 +205,7 @@ def _feature_set(X, y):
 def test_pool_statistics_change_only_the_statistics(digits, search):
     X, y = digits
     train, pool = _feature_set(X[:200], y[:200]), X
-    spec = TrainingSpec(recipe="fne", cv=3, search=search, grid=["clf__C=0.01,0.1"])
+    spec = TrainingSpec(recipe="fne", cv=3, search=search, grid={"clf__C": [0.01, 0.1]})
     own = fit_features(train, spec)
     pooled = fit_features(train, spec, statistics_pool=pool)
     normalize = pooled.best_estimator.named_steps["normalize"]
@@ -170,14 +219,14 @@ def test_pool_statistics_change_only_the_statistics(digits, search):
 
 
 def test_pool_statistics_need_a_standardizer():
-    pipe, _ = make_pipeline("l2")
+    pipe, _ = build_recipe("l2")
     with pytest.raises(FeatpipeError, match="standardizing pipeline"):
         use_pool_statistics(pipe, np.zeros((3, 4), dtype=np.float32))
 
 
 def test_pool_statistics_follow_a_layer_selection():
     X = np.arange(12, dtype=np.float32).reshape(3, 4)
-    pipe, _ = make_pipeline("fne", layer_slices={"a": (0, 1), "b": (1, 4)}, layers=["b"])
+    pipe, _ = build_recipe("fne", layer_slices={"a": (0, 1), "b": (1, 4)}, layers=["b"])
     mean, _ = use_pool_statistics(pipe, X).named_steps["normalize"].statistics
     np.testing.assert_allclose(mean, X[:, 1:].mean(axis=0))
 
@@ -193,7 +242,7 @@ def _garbage_label_copy(store_path, out):
 
 def _fit(store, tmp_path, name, **spec):
     out = tmp_path / f"{name}.skops"
-    outcome = fit_store(store, TrainingSpec(recipe="fne", cv=3, grid=["clf__C=0.01,1"], **spec),
+    outcome = fit_store(store, TrainingSpec(recipe="fne", cv=3, grid={"clf__C": [0.01, 1]}, **spec),
                         out=out, test_split=0.3)
     pipeline, _, training = load_model(out)
     return outcome, pipeline, training
@@ -234,5 +283,5 @@ def test_stats_from_refuses_other_features_and_bad_values(lite0_store, tmp_path)
         _fit(lite0_store, tmp_path, "other", stats_from=str(other))
     with pytest.raises(FeatpipeError, match="train, all or an existing"):
         _fit(lite0_store, tmp_path, "bad", stats_from="everything")
-    with pytest.raises(FeatpipeError, match="unknown search"):
+    with pytest.raises(FeatpipeError, match="`search` must be one of fast, grid, halving"):
         _fit(lite0_store, tmp_path, "bad", search="quick")

@@ -10,7 +10,7 @@ from sklearn.svm import LinearSVC
 
 from featpipe.errors import FeatpipeError
 from featpipe.classical.persist import load_model, save_model, untrusted_types
-from featpipe.classical.recipes import make_pipeline
+from featpipe.classical.recipes import Reduction, build_recipe
 
 SLICES = {"a": (0, 24), "b": (24, 64)}
 PROVENANCE = {
@@ -63,8 +63,11 @@ def _files(folder):
 )
 def test_round_trip(data, tmp_path, recipe, layers):
     X, y = data
-    pipeline = make_pipeline(
-        recipe, layer_slices=SLICES, layers=layers, reduce="pca:8" if recipe == "pca-svm" else None
+    pipeline = build_recipe(
+        recipe,
+        layer_slices=SLICES,
+        layers=layers,
+        reduce=Reduction("pca", 8) if recipe == "pca-svm" else None,
     )[0]
     pipeline.fit(X, y)
     path = save_model(
@@ -86,7 +89,7 @@ def test_untrusted_types_are_refused_unless_trusted(data, tmp_path):
     name = f"{Shift.__module__}.Shift"
     assert untrusted_types(path) == [name]
     with pytest.raises(
-        FeatpipeError, match=rf"types featpipe does not trust: {name}; .*--trust"
+        FeatpipeError, match=rf"types featpipe does not trust: {name}; .*`trusted=NAMES`"
     ) as info:
         load_model(path)
     assert "\n" not in str(info.value)
@@ -101,7 +104,7 @@ def test_unfitted_or_unserializable_pipelines_write_nothing(data, tmp_path):
     X, y = data
     with pytest.raises(FeatpipeError, match="not fitted"):
         save_model(
-            tmp_path / "out" / "m.skops", make_pipeline("fne")[0], provenance={}, training={}
+            tmp_path / "out" / "m.skops", build_recipe("fne")[0], provenance={}, training={}
         )
     leaky = Pipeline([("reduce", Leaky()), ("clf", LinearSVC())]).fit(X, y)
     with pytest.raises(
@@ -114,9 +117,9 @@ def test_unfitted_or_unserializable_pipelines_write_nothing(data, tmp_path):
 def test_overwrite_is_atomic(data, tmp_path):
     X, y = data
     path = tmp_path / "m.skops"
-    first = make_pipeline("l2")[0].fit(X, y)
+    first = build_recipe("l2")[0].fit(X, y)
     save_model(path, first, provenance={"run": 1}, training={})
-    save_model(path, make_pipeline("fne")[0].fit(X, y), provenance={"run": 2}, training={})
+    save_model(path, build_recipe("fne")[0].fit(X, y), provenance={"run": 2}, training={})
     assert load_model(path)[1] == {"run": 2} and _files(tmp_path) == ["m.skops"]
 
 

@@ -1,4 +1,5 @@
-"""featpipe.recipes: recipe structure, accuracy on a small real dataset, parsing, errors."""
+"""featpipe.classical.recipes: recipe structure, accuracy on a small real dataset, parsing of
+the command-line strings (featpipe.cli.parsing), errors."""
 
 import warnings
 
@@ -9,8 +10,14 @@ from sklearn.model_selection import train_test_split
 
 from featpipe.errors import FeatpipeError
 from featpipe.classical.classifiers import CLASSIFIERS, KORNBLITH_C_GRID, make_classifier
-from featpipe.classical.recipes import RECIPES, ReduceSpec, make_pipeline
-from featpipe.classical.recipes import parse_grid_overrides, parse_reduce
+from featpipe.classical.recipes import RECIPES, Reduction, build_recipe
+from featpipe.cli.parsing import (
+    format_grid,
+    format_reduce,
+    parse_grid_overrides,
+    parse_layers,
+    parse_reduce,
+)
 from featpipe.classical.search import run_search
 from featpipe.classical.transformers.reduction import ClippedPCA
 from featpipe.classical.transformers.scaling import FNEDiscretizer, Standardizer
@@ -35,25 +42,25 @@ def test_every_recipe_is_documented_and_has_a_grid():
     for name, recipe in RECIPES.items():
         assert recipe.name == name and len(recipe.summary) > 20
         assert recipe.default_grid and all(k.startswith("clf__") for k in recipe.default_grid)
-        pipeline, grid = make_pipeline(name, layer_slices=SLICES)
+        pipeline, grid = build_recipe(name, layer_slices=SLICES)
         assert grid == recipe.default_grid
         assert set(grid) <= set(pipeline.get_params())
 
 
 def test_recipe_structures():
-    fne, _ = make_pipeline("fne", layer_slices=SLICES)
+    fne, _ = build_recipe("fne", layer_slices=SLICES)
     assert _steps(fne) == ["normalize", "discretize", "clf"]
     assert isinstance(fne["normalize"], Standardizer)
     assert (fne["discretize"].high, fne["discretize"].low) == (0.15, -0.25)
     assert type(fne["clf"]).__name__ == "LinearSVC"
 
-    l2, _ = make_pipeline("l2", layer_slices=SLICES)
+    l2, _ = build_recipe("l2", layer_slices=SLICES)
     assert _steps(l2) == ["normalize", "clf"] and l2["normalize"].layer_slices == SLICES
 
-    probe, _ = make_pipeline("linear-probe")
+    probe, _ = build_recipe("linear-probe")
     assert probe["clf"].solver == "lbfgs"
 
-    pca_svm, _ = make_pipeline("pca-svm")
+    pca_svm, _ = build_recipe("pca-svm")
     assert _steps(pca_svm) == ["reduce", "clf"] and pca_svm["reduce"].n_components == 256
 
 
@@ -80,7 +87,7 @@ def test_linear_probe_grid_is_the_kornblith_sweep():
 )
 def test_recipes_learn_digits(digits, recipe, grid, minimum):
     X_train, X_test, y_train, y_test = digits
-    pipeline, default_grid = make_pipeline(recipe, layer_slices=SLICES)
+    pipeline, default_grid = build_recipe(recipe, layer_slices=SLICES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # LinearSVC convergence on raw pixels (pca-svm)
         result = run_search(pipeline, grid or default_grid, X_train, y_train, cv=3)
@@ -91,7 +98,7 @@ def test_recipes_learn_digits(digits, recipe, grid, minimum):
 @pytest.mark.slow  # numba compiles UMAP on first use: ~30 s on 2 cores
 def test_umap_knn_recipe(digits):
     X_train, X_test, y_train, y_test = digits
-    pipeline, _ = make_pipeline("umap-knn", reduce="umap:8")
+    pipeline, _ = build_recipe("umap-knn", reduce=Reduction("umap", 8))
     pipeline.fit(X_train[:400], y_train[:400])
     assert pipeline.score(X_test[:200], y_test[:200]) > 0.8
     assert pipeline["reduce"].n_components_ == 8
@@ -99,18 +106,18 @@ def test_umap_knn_recipe(digits):
 
 def test_umap_is_clipped_on_tiny_data():
     X = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)
-    pipeline, _ = make_pipeline("umap-knn")
+    pipeline, _ = build_recipe("umap-knn")
     pipeline.fit(X, np.arange(8) % 2)
     assert pipeline["reduce"].n_neighbors_ == 7 and pipeline["reduce"].n_components_ == 6
 
 
 def test_free_combination_and_layer_selection():
-    pipeline, grid = make_pipeline(
+    pipeline, grid = build_recipe(
         layer_slices=SLICES,
         layers=["bottom", "top"],
         normalize="layer-l2",
         discretize=True,
-        reduce="pca:16",
+        reduce=Reduction("pca", 16),
         classifier="ridge",
     )
     assert _steps(pipeline) == ["select", "normalize", "discretize", "reduce", "clf"]
@@ -124,13 +131,13 @@ def test_free_combination_and_layer_selection():
 
 
 def test_recipe_options_can_be_overridden():
-    pipeline, grid = make_pipeline("fne", classifier="logistic", reduce="pca:8")
+    pipeline, grid = build_recipe("fne", classifier="logistic", reduce=Reduction("pca", 8))
     assert _steps(pipeline) == ["normalize", "discretize", "reduce", "clf"]
     assert type(pipeline["clf"]).__name__ == "LogisticRegression"
     assert list(grid) == ["clf__C"] and len(grid["clf__C"]) == 7  # the classifier's grid
-    pipeline, _ = make_pipeline("fne", normalize="none", discretize=False)
+    pipeline, _ = build_recipe("fne", normalize="none", discretize=False)
     assert _steps(pipeline) == ["clf"]
-    pipeline, _ = make_pipeline(normalize="l2")
+    pipeline, _ = build_recipe(normalize="l2")
     assert (
         isinstance(pipeline["normalize"], LayerL2Normalizer)
         and pipeline["normalize"].layer_slices is None
@@ -141,7 +148,7 @@ def test_recipe_options_can_be_overridden():
 def test_every_classifier_fits(name):
     X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
-    pipeline, grid = make_pipeline(classifier=name)
+    pipeline, grid = build_recipe(classifier=name)
     assert grid and all(k.startswith("clf__") for k in grid)
     assert pipeline.fit(X, y).score(X, y) > 0.8
 
@@ -182,9 +189,9 @@ def test_bad_grid_overrides(item, message):
 
 
 def test_parse_reduce():
-    assert parse_reduce("pca:64") == ReduceSpec("pca", 64)
-    assert parse_reduce("UMAP:2") == ReduceSpec("umap", 2)
-    assert parse_reduce("pca") == ReduceSpec("pca", 256)
+    assert parse_reduce("pca:64") == Reduction("pca", 64)
+    assert parse_reduce("UMAP:2") == Reduction("umap", 2)
+    assert parse_reduce("pca") == Reduction("pca", 256)
     assert parse_reduce("none") is None and parse_reduce(None) is None
     for bad in ("tsne:2", "pca:0", "pca:x"):
         with pytest.raises(FeatpipeError):
@@ -194,18 +201,55 @@ def test_parse_reduce():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"recipe": "fnee"}, "unknown recipe 'fnee'; choose one of fne, l2"),
-        ({"classifier": "xgboost"}, "unknown classifier 'xgboost'"),
-        ({"normalize": "minmax"}, "unknown normalization 'minmax'"),
+        ({"recipe": "fnee"}, "^`recipe` must be one of fne, l2, .* or None, got 'fnee'$"),
+        ({"classifier": "xgboost"}, "^`classifier` must be one of .*, got 'xgboost'$"),
+        ({"normalize": "minmax"}, "^`normalize` must be one of l2, .*, got 'minmax'$"),
+        ({"reduce": "pca:16"}, "^`reduce` must be a Reduction, False or None, got 'pca:16'$"),
+        ({"discretize": "yes"}, "^`discretize` must be a bool or None, got 'yes'$"),
+        ({"layers": "top", "layer_slices": SLICES}, "`layers` must be a list of str or None"),
         ({"layers": ["top"]}, "needs layer_slices"),
         ({"layers": ["nope"], "layer_slices": SLICES}, "unknown layer"),
     ],
 )
-def test_make_pipeline_errors(kwargs, message):
+def test_build_recipe_errors(kwargs, message):
     with pytest.raises(FeatpipeError, match=message):
-        make_pipeline(**kwargs)
+        build_recipe(**kwargs)
 
 
 def test_make_classifier_rejects_unknown_names():
-    with pytest.raises(FeatpipeError, match="choose one of linearsvc, svc, logistic, knn, ridge"):
+    message = "`classifier` must be one of linearsvc, svc, logistic, knn, ridge, got 'forest'"
+    with pytest.raises(FeatpipeError, match=message):
         make_classifier("forest")
+
+
+def test_reduction_is_a_validated_value_object():
+    assert Reduction("pca") == Reduction("pca", 256) and Reduction("umap").n_components == 32
+    assert RECIPES["pca-svm"].reduce == Reduction("pca", 256)
+    assert RECIPES["fne"].reduce is None
+    with pytest.raises(FeatpipeError, match="^`method` must be one of pca, umap, got 'tsne'$"):
+        Reduction("tsne")
+    with pytest.raises(FeatpipeError, match="^`n_components` must be an int >= 1, got 0$"):
+        Reduction("pca", 0)
+    with pytest.raises(AttributeError):
+        Reduction("pca").n_components = 3  # frozen
+
+
+def test_build_recipe_with_a_reduction_or_none():
+    pipeline, grid = build_recipe("fne", reduce=Reduction("umap", 4))
+    assert _steps(pipeline) == ["normalize", "discretize", "reduce", "clf"]
+    assert pipeline["reduce"].n_components == 4 and list(grid) == ["clf__C"]
+    pipeline, _ = build_recipe("pca-svm", reduce=False)  # removes the recipe's reduction
+    assert _steps(pipeline) == ["clf"]
+    pipeline, _ = build_recipe("pca-svm", reduce=None)  # keeps it
+    assert _steps(pipeline) == ["reduce", "clf"]
+
+
+def test_cli_strings_round_trip():
+    for text in ("pca:64", "umap:8"):
+        assert format_reduce(parse_reduce(text)) == text
+    assert format_reduce(parse_reduce("none")) == "none"
+    grid = {"clf__C": [0.001, 1, 100.0], "clf__class_weight": [None, "balanced"],
+            "clf__fit_intercept": [True, False]}
+    assert parse_grid_overrides(format_grid(grid)) == grid
+    assert parse_layers("a, b,") == ["a", "b"] and parse_layers("all") == "all"
+    assert parse_layers(None) is None

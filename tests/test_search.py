@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from featpipe.errors import FeatpipeError
-from featpipe.classical.recipes import make_pipeline
+from featpipe.classical.recipes import build_recipe
 from featpipe.report.writer import build_report, write_report
 from featpipe.report.plots import comparison_plot, comparison_table
 from featpipe.report.metrics import evaluate
@@ -53,7 +53,7 @@ def _ok_data():
             2,
             "2 feature rows contain NaN or inf",
         ),
-        (np.zeros((4, 2)), np.array([0, 0, 1, 1]), 1, "too few"),
+        (np.zeros((4, 2)), np.array([0, 0, 1, 1]), 1, "`cv` must be an int >= 2 or a CV splitter"),
     ],
 )
 def test_validate_training_data_refuses_with_one_line(X, y, cv, message):
@@ -68,7 +68,7 @@ def test_validate_training_data_accepts_good_data():
 
 def test_failed_search_writes_nothing(tmp_path):
     X, y = _ok_data()
-    pipeline, grid = make_pipeline("pca-svm")
+    pipeline, grid = build_recipe("pca-svm")
     with pytest.raises(FeatpipeError):
         run_search(pipeline, grid, X, y, cv=5, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
@@ -77,7 +77,7 @@ def test_failed_search_writes_nothing(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, grid, message",
     [
-        ({"scoring": "f1"}, {}, "unknown scoring 'f1'"),
+        ({"scoring": "f1"}, {}, "`scoring` must be one of accuracy, balanced_accuracy, got 'f1'"),
         (
             {},
             {"clf__gamma": [1]},
@@ -88,7 +88,7 @@ def test_failed_search_writes_nothing(tmp_path):
     ],
 )
 def test_search_argument_errors(small_digits, kwargs, grid, message):
-    pipeline, _ = make_pipeline("l2")
+    pipeline, _ = build_recipe("l2")
     with pytest.raises(FeatpipeError, match=message):
         run_search(pipeline, grid, *small_digits, cv=2, **kwargs)
 
@@ -97,7 +97,7 @@ def test_search_argument_errors(small_digits, kwargs, grid, message):
 
 
 def test_run_search_reports_the_grid(small_digits):
-    pipeline, _ = make_pipeline("fne")
+    pipeline, _ = build_recipe("fne")
     grid = {"clf__C": [0.001, 0.1], "discretize__high": [0.15, 0.5]}
     result = run_search(pipeline, grid, *small_digits, cv=3, scoring="balanced_accuracy")
     assert len(result.cv_table) == 4
@@ -111,7 +111,7 @@ def test_run_search_reports_the_grid(small_digits):
 
 
 def test_halving_search(small_digits):
-    pipeline, _ = make_pipeline("l2")
+    pipeline, _ = build_recipe("l2")
     result = run_search(
         pipeline, {"clf__C": [0.01, 0.1, 1, 10, 100, 1000]}, *small_digits, cv=3, halving=True
     )
@@ -224,7 +224,7 @@ def test_auto_cache_only_for_expensive_steps(small_digits, tmp_path):
 @pytest.fixture(scope="module")
 def fitted(small_digits):
     X, y = small_digits
-    pipeline, _ = make_pipeline("l2")
+    pipeline, _ = build_recipe("l2")
     return run_search(pipeline, {"clf__C": [0.1, 1.0, 10.0]}, X[:200], y[:200], cv=3)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from featpipe.errors import FeatpipeError
+from featpipe.params import Options, validate
 
 CLASSIFIERS = ("linearsvc", "svc", "logistic", "knn", "ridge")
 
@@ -52,7 +52,6 @@ def make_classifier(name: str, random_state: int | None = 0):
         "knn": lambda: KNeighborsClassifier(n_neighbors=5),
         "ridge": lambda: RidgeClassifier(alpha=1.0),
     }
-    if name not in factories:
-        raise FeatpipeError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+    validate({"classifier": name}, {"classifier": [Options(CLASSIFIERS)]})
     return factories[name]()
 

@@ -41,17 +41,18 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from featpipe.classical.search import (
+    DEFAULT_COARSE_STEP,
+    DEFAULT_PATIENCE,
+    SEARCH_CONSTRAINTS,
     SearchResult,
     check_search_inputs,
     invalid_grid_values,
     make_splitter,
     run_search,
 )
-from featpipe.errors import FeatpipeError
+from featpipe.params import validate
 
 PARAM = "clf__C"
-DEFAULT_PATIENCE = 2
-DEFAULT_COARSE_STEP = 4
 
 
 # Grids up to this long are walked value by value; longer ones coarse-to-fine.
@@ -74,11 +75,11 @@ def fast_search_applies(pipeline: Pipeline, param_grid: Mapping[str, Sequence], 
 
     Examples
     --------
-    >>> from featpipe.classical.recipes import make_pipeline
-    >>> pipe, grid = make_pipeline("fne")
+    >>> from featpipe.classical.recipes import build_recipe
+    >>> pipe, grid = build_recipe("fne")
     >>> fast_search_applies(pipe, grid) is None
     True
-    >>> fast_search_applies(*make_pipeline("umap-knn"))
+    >>> fast_search_applies(*build_recipe("umap-knn"))
     'the grid tunes clf__n_neighbors, not only clf__C'
     """
     if set(param_grid) != {PARAM}:
@@ -178,13 +179,6 @@ def _search_path(path: _Path, values: list[float], patience, coarse_step: int) -
     path.walk(values[max(0, i - coarse_step + 1) : i + coarse_step], None)
 
 
-def _check_options(patience, coarse_step) -> None:
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
-        raise FeatpipeError(f"patience={patience!r} must be a positive integer or None")
-    if not isinstance(coarse_step, int) or coarse_step < 1:
-        raise FeatpipeError(f"coarse_step={coarse_step!r} must be a positive integer")
-
-
 def run_fast_search(
     pipeline: Pipeline,
     param_grid: Mapping[str, Sequence],
@@ -238,14 +232,15 @@ def run_fast_search(
     Examples
     --------
     >>> from sklearn.datasets import load_iris
-    >>> from featpipe.classical.recipes import make_pipeline
+    >>> from featpipe.classical.recipes import build_recipe
     >>> X, y = load_iris(return_X_y=True)
-    >>> pipe, _ = make_pipeline("linear-probe")
+    >>> pipe, _ = build_recipe("linear-probe")
     >>> result = run_fast_search(pipe, {"clf__C": [0.1, 1.0, 10.0]}, X, y, cv=3)
     >>> result.extra["search"], result.best_score > 0.9
     ('fast', True)
     """
-    _check_options(patience, coarse_step)
+    validate(dict(patience=patience, coarse_step=coarse_step, n_jobs=n_jobs,
+                  random_state=random_state, verbose=verbose), SEARCH_CONSTRAINTS)
     grid = check_search_inputs(pipeline, param_grid, X, y, cv, scoring, class_names)
     reason = fast_search_applies(pipeline, grid, X)
     if reason is not None:

@@ -8,15 +8,15 @@ A model file is a skops archive holding one dict::
 
 Loading audits the types in the file first (``skops.io.get_untrusted_types``). skops
 trusts scikit-learn and NumPy types itself; featpipe trusts its own estimator classes.
-Anything else is refused unless the caller trusts it explicitly (``--trust``).
+Anything else is refused unless the caller trusts it explicitly (``trusted=``).
 
 Example
 -------
 >>> import tempfile, pathlib
 >>> from sklearn.datasets import load_iris
->>> from featpipe.classical.recipes import make_pipeline
+>>> from featpipe.classical.recipes import build_recipe
 >>> X, y = load_iris(return_X_y=True)
->>> pipe = make_pipeline("fne")[0].fit(X, y)
+>>> pipe = build_recipe("fne")[0].fit(X, y)
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.skops"
 >>> _ = save_model(path, pipe, provenance={"backbone": "none"}, training={"recipe": "fne"})
 >>> loaded, provenance, training = load_model(path)
@@ -210,8 +210,7 @@ def load_model(path, *, trusted: bool | Sequence[str] = False) -> tuple[Pipeline
         if refused:
             raise FeatpipeError(
                 f"{path} contains types featpipe does not trust: {', '.join(refused)}; "
-                "if you trust the file, load it with --trust "
-                "(API: trusted=True or a list of type names)"
+                "if you trust the file, allow these types with `trusted=NAMES`"
             )
     data = _read_archive(path)
     all_types = sio.get_untrusted_types(data=data)  # featpipe's own plus the allowed ones

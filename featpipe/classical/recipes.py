@@ -11,7 +11,7 @@ Every pipeline uses the same step names so that grids are predictable: ``select`
 
 Example
 -------
->>> pipe, grid = make_pipeline("fne", layer_slices={"a": (0, 32), "b": (32, 64)})
+>>> pipe, grid = build_recipe("fne", layer_slices={"a": (0, 32), "b": (32, 64)})
 >>> [name for name, _ in pipe.steps]
 ['normalize', 'discretize', 'clf']
 >>> sorted(grid)
@@ -20,10 +20,11 @@ Example
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal
+
+import numpy as np
 
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
@@ -37,6 +38,7 @@ from featpipe.classical.transformers.layers import (
 from featpipe.classical.transformers.reduction import ClippedPCA, ClippedUMAP
 from featpipe.classical.transformers.scaling import FNEDiscretizer, Standardizer, feature_statistics
 from featpipe.errors import FeatpipeError
+from featpipe.params import Interval, Options, SequenceOf, validate
 
 NORMALIZERS = ("l2", "layer-l2", "standard", "none")
 REDUCERS = ("pca", "umap")
@@ -50,11 +52,35 @@ CLASSIFIER_GRIDS: dict[str, dict[str, list]] = {
 }
 
 
-class ReduceSpec(NamedTuple):
-    """A dimensionality reduction: ``kind`` ("pca" or "umap") and ``n_components``."""
+@dataclass(frozen=True)
+class Reduction:
+    """A dimensionality reduction step: PCA or UMAP to ``n_components`` dimensions.
 
-    kind: str
-    n_components: int
+    Parameters
+    ----------
+    method : {"pca", "umap"}
+    n_components : int, default=None
+        At least 1; None takes the method's default (256 for PCA, 32 for UMAP). Both
+        reducers clip it to what the training data allows.
+
+    Examples
+    --------
+    >>> Reduction("pca")
+    Reduction(method='pca', n_components=256)
+    >>> Reduction("umap", 8).n_components
+    8
+    """
+
+    method: Literal["pca", "umap"]
+    n_components: int | None = None
+
+    def __post_init__(self):
+        validate({"method": self.method}, {"method": [Options(REDUCERS)]})
+        if self.n_components is None:
+            object.__setattr__(self, "n_components", DEFAULT_REDUCE_COMPONENTS[self.method])
+        validate({"n_components": self.n_components},
+                 {"n_components": [Interval(int, 1, None)]})
+        object.__setattr__(self, "n_components", int(self.n_components))
 
 
 @dataclass(frozen=True)
@@ -66,8 +92,8 @@ class Recipe:
     name, summary : str
     normalize : {"l2", "layer-l2", "standard", "none"}
     discretize : bool
-    reduce : str
-        ``"pca:N"``, ``"umap:N"`` or ``"none"``.
+    reduce : Reduction or None
+        None: no reduction.
     classifier : str
         One of :data:`CLASSIFIERS`.
     default_grid : dict
@@ -78,16 +104,16 @@ class Recipe:
     summary: str
     normalize: str
     discretize: bool
-    reduce: str
+    reduce: Reduction | None
     classifier: str
     default_grid: Mapping[str, list] = field(default_factory=dict)
 
     def build(self, *, layer_slices=None, layers=None, random_state=0, memory=None) -> Pipeline:
-        """The recipe's pipeline (see :func:`make_pipeline` for the parameters)."""
+        """The recipe's pipeline (see :func:`build_recipe` for the parameters)."""
         return _build_pipeline(
             normalize=self.normalize,
             discretize=self.discretize,
-            reduce=parse_reduce(self.reduce),
+            reduce=self.reduce,
             classifier=self.classifier,
             layer_slices=layer_slices,
             layers=layers,
@@ -107,7 +133,7 @@ RECIPES: dict[str, Recipe] = {
             "linear SVM.",
             normalize="standard",
             discretize=True,
-            reduce="none",
+            reduce=None,
             classifier="linearsvc",
             default_grid={"clf__C": _logspace(-3, 1)},
         ),
@@ -117,7 +143,7 @@ RECIPES: dict[str, Recipe] = {
             "linear SVM.",
             normalize="layer-l2",
             discretize=False,
-            reduce="none",
+            reduce=None,
             classifier="linearsvc",
             default_grid={"clf__C": _logspace(-2, 3)},
         ),
@@ -127,7 +153,7 @@ RECIPES: dict[str, Recipe] = {
             "regression (L-BFGS), C from 45 log-spaced values.",
             normalize="standard",
             discretize=False,
-            reduce="none",
+            reduce=None,
             classifier="logistic",
             default_grid={"clf__C": KORNBLITH_C_GRID},
         ),
@@ -136,7 +162,7 @@ RECIPES: dict[str, Recipe] = {
             "PCA to 256 components, linear SVM (the seed tutorial's notebook pipeline).",
             normalize="none",
             discretize=False,
-            reduce="pca:256",
+            reduce=Reduction("pca", 256),
             classifier="linearsvc",
             default_grid={"clf__C": _logspace(-3, 1)},
         ),
@@ -145,7 +171,7 @@ RECIPES: dict[str, Recipe] = {
             "UMAP to 32 dimensions, k-nearest neighbours.",
             normalize="none",
             discretize=False,
-            reduce="umap:32",
+            reduce=Reduction("umap", 32),
             classifier="knn",
             default_grid={"clf__n_neighbors": [1, 5, 10, 20]},
         ),
@@ -153,18 +179,31 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def make_pipeline(
+#: Declared constraints of :func:`build_recipe`'s options (see :func:`featpipe.params.validate`).
+RECIPE_CONSTRAINTS = {
+    "recipe": [Options(RECIPES), None],
+    "classifier": [Options(CLASSIFIERS), None],
+    "normalize": [Options(NORMALIZERS), None],
+    "discretize": ["boolean", None],
+    "reduce": [Reduction, Options((False,)), None],
+    "layers": [SequenceOf(str), None],
+    "layer_slices": [Mapping, None],
+    "random_state": [int, np.random.RandomState, None],
+}
+
+
+def build_recipe(
     recipe: str | None = None,
     *,
-    layer_slices=None,
-    layers=None,
+    layer_slices: Mapping[str, tuple[int, int]] | None = None,
+    layers: list[str] | None = None,
     normalize: str | None = None,
     discretize: bool | None = None,
-    reduce: str | None = None,
+    reduce: Reduction | Literal[False] | None = None,
     classifier: str | None = None,
     random_state: int | None = 0,
     memory=None,
-) -> tuple[Pipeline, dict]:
+) -> tuple[Pipeline, dict[str, list]]:
     """Build a recipe's pipeline, or a free combination, and its default parameter grid.
 
     Options given explicitly override the recipe's. Without a recipe the defaults are
@@ -177,13 +216,13 @@ def make_pipeline(
         A key of :data:`RECIPES`.
     layer_slices : mapping of str to (int, int), default=None
         Columns of each layer, from the feature store. None treats the row as one block.
-    layers : sequence of str, default=None
+    layers : list of str, default=None
         Layers to use (a ``select`` step is added); None uses all.
     normalize : {"l2", "layer-l2", "standard", "none"}, default=None
     discretize : bool, default=None
         Add the FNE discretizer (thresholds tunable as ``discretize__high``/``__low``).
-    reduce : str, default=None
-        ``"pca:N"``, ``"umap:N"`` or ``"none"``.
+    reduce : Reduction, False or None, default=None
+        A reduction step; False removes the recipe's; None keeps the recipe's.
     classifier : str, default=None
         One of :data:`CLASSIFIERS`.
     random_state : int or None, default=0
@@ -197,22 +236,23 @@ def make_pipeline(
 
     Examples
     --------
-    >>> pipe, grid = make_pipeline(normalize="l2", reduce="pca:16", classifier="knn")
+    >>> pipe, grid = build_recipe(normalize="l2", reduce=Reduction("pca", 16), classifier="knn")
     >>> [name for name, _ in pipe.steps], grid
     (['normalize', 'reduce', 'clf'], {'clf__n_neighbors': [1, 5, 10, 20]})
     """
-    if recipe is not None and recipe not in RECIPES:
-        raise FeatpipeError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    validate(
+        dict(recipe=recipe, classifier=classifier, normalize=normalize, discretize=discretize,
+             reduce=reduce, layers=layers, layer_slices=layer_slices, random_state=random_state),
+        RECIPE_CONSTRAINTS,
+    )
     base = RECIPES[recipe] if recipe is not None else None
     chosen_classifier = classifier or (base.classifier if base else "linearsvc")
-    if chosen_classifier not in CLASSIFIERS:
-        raise FeatpipeError(
-            f"unknown classifier {chosen_classifier!r}; choose one of {', '.join(CLASSIFIERS)}"
-        )
+    if reduce is None:
+        reduce = base.reduce if base else None
     pipeline = _build_pipeline(
         normalize=normalize or (base.normalize if base else "standard"),
         discretize=discretize if discretize is not None else (base.discretize if base else False),
-        reduce=parse_reduce(reduce if reduce is not None else (base.reduce if base else "none")),
+        reduce=reduce or None,
         classifier=chosen_classifier,
         layer_slices=layer_slices,
         layers=layers,
@@ -251,10 +291,6 @@ def _build_pipeline(
 
 
 def _make_normalizer(normalize: str, layer_slices):
-    if normalize not in NORMALIZERS:
-        raise FeatpipeError(
-            f"unknown normalization {normalize!r}; choose one of {', '.join(NORMALIZERS)}"
-        )
     return {
         "l2": lambda: LayerL2Normalizer(),
         "layer-l2": lambda: LayerL2Normalizer(layer_slices=layer_slices),
@@ -263,8 +299,8 @@ def _make_normalizer(normalize: str, layer_slices):
     }[normalize]()
 
 
-def _make_reducer(reduce: ReduceSpec, random_state):
-    if reduce.kind == "pca":
+def _make_reducer(reduce: Reduction, random_state):
+    if reduce.method == "pca":
         return ClippedPCA(n_components=reduce.n_components, random_state=random_state)
     return ClippedUMAP(n_components=reduce.n_components, random_state=random_state)
 
@@ -290,7 +326,7 @@ def use_pool_statistics(pipeline: Pipeline, pool) -> Pipeline:
     Examples
     --------
     >>> import numpy as np
-    >>> pipe, _ = make_pipeline("fne")
+    >>> pipe, _ = build_recipe("fne")
     >>> pool = np.array([[0.0, 2.0], [2.0, 2.0]], dtype=np.float32)
     >>> use_pool_statistics(pipe, pool).named_steps["normalize"].statistics[0].tolist()
     [1.0, 2.0]
@@ -298,8 +334,8 @@ def use_pool_statistics(pipeline: Pipeline, pool) -> Pipeline:
     normalizer = pipeline.named_steps.get("normalize")
     if not isinstance(normalizer, Standardizer):
         raise FeatpipeError(
-            "statistics from a pool need a standardizing pipeline (normalize=standard, e.g. the "
-            "fne or linear-probe recipes); this one has no standardization statistics"
+            "statistics from a pool need a standardizing pipeline (`normalize='standard'`, e.g. "
+            "the fne or linear-probe recipes); this one has no standardization statistics"
         )
     steps = [name for name, _ in pipeline.steps]
     before = pipeline[: steps.index("normalize")]
@@ -307,91 +343,3 @@ def use_pool_statistics(pipeline: Pipeline, pool) -> Pipeline:
         pool = clone(before).fit_transform(pool)
     normalizer.set_params(statistics=feature_statistics(pool))
     return pipeline
-
-
-def parse_reduce(spec: str | None) -> ReduceSpec | None:
-    """Parse ``'pca:256'``, ``'umap:32'``, ``'pca'`` (default size) or ``'none'``.
-
-    Parameters
-    ----------
-    spec : str or None
-
-    Returns
-    -------
-    ReduceSpec or None
-        None means no reduction.
-
-    Examples
-    --------
-    >>> parse_reduce("pca:64")
-    ReduceSpec(kind='pca', n_components=64)
-    >>> parse_reduce("none") is None
-    True
-    """
-    if spec is None or str(spec).strip().lower() in ("", "none"):
-        return None
-    kind, _, size = str(spec).strip().lower().partition(":")
-    if kind not in REDUCERS:
-        raise FeatpipeError(f"unknown reduction {spec!r}; use pca:N, umap:N or none")
-    if not size:
-        return ReduceSpec(kind, DEFAULT_REDUCE_COMPONENTS[kind])
-    if not size.isdigit() or int(size) < 1:
-        raise FeatpipeError(f"reduction {spec!r} needs a positive integer size, e.g. {kind}:64")
-    return ReduceSpec(kind, int(size))
-
-
-def _parse_value(text: str):
-    lowered = text.strip().lower()
-    if lowered in ("none", "null"):
-        return None
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        value = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-        return text.strip()
-    return (
-        value if isinstance(value, (int, float)) and not isinstance(value, bool) else text.strip()
-    )
-
-
-def parse_grid_overrides(items: Sequence[str]) -> dict[str, list]:
-    """Parse ``name=v1,v2,...`` grid overrides into a parameter grid.
-
-    Values become int, float, bool (``true``/``false``), None (``none``) or str.
-
-    Parameters
-    ----------
-    items : sequence of str
-        E.g. ``["clf__C=0.1,1,10", "reduce__n_components=64,128"]``.
-
-    Returns
-    -------
-    dict of str to list
-
-    Examples
-    --------
-    >>> parse_grid_overrides(["clf__C=0.1,1e2", "clf__class_weight=none,balanced"])
-    {'clf__C': [0.1, 100.0], 'clf__class_weight': [None, 'balanced']}
-    """
-    grid: dict[str, list] = {}
-    for item in items:
-        name, sep, values = str(item).partition("=")
-        name = name.strip()
-        if not sep or not name or not values.strip():
-            raise FeatpipeError(
-                f"grid override {item!r} is not of the form step__param=v1,v2 "
-                "(e.g. clf__C=0.1,1,10)"
-            )
-        if "__" not in name or name.startswith("__") or name.endswith("__"):
-            raise FeatpipeError(
-                f"grid parameter {name!r} must name a step and a parameter, e.g. clf__C"
-            )
-        parsed = [_parse_value(v) for v in values.split(",")]
-        if any(v == "" for v in parsed):
-            raise FeatpipeError(
-                f"grid override {item!r} has an empty value; remove the extra comma"
-            )
-        grid[name] = parsed
-    return grid
-

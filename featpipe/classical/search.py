@@ -13,9 +13,12 @@ caching the ``fne`` recipe made the search ~35 % slower (14.9 s -> 20.3 s cold, 
 warm); caching PCA(256) made ``pca-svm`` ~2x faster (56.4 s -> 29.4 s cold, 11.7 s warm).
 Hence ``cache="auto"`` caches only pipelines with a ``reduce`` step.
 
-:func:`featpipe.classical.fastsearch.run_fast_search` is the faster default for grids over ``clf__C``
-of LinearSVC / LogisticRegression pipelines; this module's :func:`run_search` is the plain
-``GridSearchCV`` (``--search grid``) and the fallback for every other grid.
+:func:`featpipe.classical.fastsearch.run_fast_search` is the faster default for grids over
+``clf__C`` of LinearSVC / LogisticRegression pipelines; this module's :func:`run_search` is the
+plain ``GridSearchCV`` (``method="grid"``) and the fallback for every other grid.
+
+:func:`search` is the one entry point: a :class:`SearchConfig` says which of the three searches
+(``"fast"``, ``"grid"``, ``"halving"``) runs and with which options.
 """
 
 from __future__ import annotations
@@ -24,16 +27,91 @@ import numbers
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from featpipe.classical.validation import SCORINGS, _n_splits, validate_training_data
+from featpipe.classical.validation import (
+    CV_CONSTRAINT,
+    SCORINGS,
+    _n_splits,
+    validate_training_data,
+)
 from featpipe.errors import FeatpipeError
+from featpipe.params import Interval, Options, validate
+
+SEARCH_METHODS = ("fast", "grid", "halving")
+DEFAULT_PATIENCE = 2
+DEFAULT_COARSE_STEP = 4
+#: Declared constraints of the search options (:class:`SearchConfig`, :func:`run_search`,
+#: :func:`~featpipe.classical.fastsearch.run_fast_search`).
+SEARCH_CONSTRAINTS = {
+    "method": [Options(SEARCH_METHODS)],
+    "cv": CV_CONSTRAINT,
+    "scoring": [Options(SCORINGS)],
+    "n_jobs": [int, None],
+    "halving": ["boolean"],
+    "random_state": [int, np.random.RandomState, None],
+    "cache_dir": [str, Path, None],
+    "cache": ["boolean", Options(("auto",))],
+    "patience": [Interval(int, 1, None), None],
+    "coarse_step": [Interval(int, 1, None)],
+    "verbose": [int, "boolean"],
+}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How :func:`search` tunes a pipeline's grid by cross-validation.
+
+    Parameters
+    ----------
+    method : {"fast", "grid", "halving"}, default="fast"
+        ``"fast"``: :func:`~featpipe.classical.fastsearch.run_fast_search` (C path with the
+        preprocessing once per fold; other grids fall back to a full grid search);
+        ``"grid"``: ``GridSearchCV``; ``"halving"``: ``HalvingGridSearchCV`` (factor 3).
+    cv : int or CV splitter, default=5
+        Number of stratified shuffled folds (at least 2), or a scikit-learn splitter.
+    scoring : {"accuracy", "balanced_accuracy"}, default="accuracy"
+    n_jobs : int or None, default=1
+    random_state : int or None, default=0
+        Shuffles the folds (and seeds the halving search).
+    cache_dir : str or Path, default=None
+        Cache fitted transformers there with ``joblib.Memory`` (grid and halving searches).
+    cache : bool or "auto", default="auto"
+        Whether to use ``cache_dir`` ("auto": only pipelines with a ``reduce`` step).
+    patience, coarse_step : int
+        The fast search's early stop and coarse-to-fine step (see its module notes).
+    verbose : int, default=0
+
+    Examples
+    --------
+    >>> SearchConfig(method="grid", cv=3).cv
+    3
+    >>> SearchConfig(cv=1)
+    Traceback (most recent call last):
+    ...
+    featpipe.params.InvalidParameterError: `cv` must be an int >= 2 or a CV splitter, got 1
+    """
+
+    method: Literal["fast", "grid", "halving"] = "fast"
+    cv: object = 5
+    scoring: str = "accuracy"
+    n_jobs: int | None = 1
+    random_state: int | None = 0
+    cache_dir: str | Path | None = None
+    cache: bool | Literal["auto"] = "auto"
+    patience: int | None = DEFAULT_PATIENCE
+    coarse_step: int = DEFAULT_COARSE_STEP
+    verbose: int = 0
+
+    def __post_init__(self):
+        validate({f.name: getattr(self, f.name) for f in fields(self)}, SEARCH_CONSTRAINTS)
 
 
 @dataclass
@@ -126,13 +204,12 @@ def invalid_grid_values():
         if isinstance(error, FeatpipeError) or type(error).__name__ != "InvalidParameterError":
             raise
         message = " ".join(str(error).split())
-        raise FeatpipeError(f"invalid grid value: {message} Fix the --grid values.") from None
+        raise FeatpipeError(f"invalid grid value: {message} Fix the `grid` values.") from None
 
 
 def check_search_inputs(pipeline, param_grid, X, y, cv, scoring, class_names=None) -> dict:
     """Check scoring, data and grid of a search; return the grid with list values."""
-    if scoring not in SCORINGS:
-        raise FeatpipeError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
+    validate({"scoring": scoring}, SEARCH_CONSTRAINTS)
     validate_training_data(X, y, cv, class_names)
     return _check_grid(pipeline, param_grid)
 
@@ -184,7 +261,7 @@ def run_search(
     Parameters
     ----------
     pipeline : Pipeline
-        E.g. from :func:`featpipe.recipes.make_pipeline`; it is cloned, not modified.
+        E.g. from :func:`featpipe.classical.recipes.build_recipe`; it is cloned, not modified.
     param_grid : dict of str to list
         ``step__param`` names; an empty grid cross-validates the pipeline as is.
     X : array of shape (n_samples, n_features)
@@ -212,13 +289,15 @@ def run_search(
     Examples
     --------
     >>> from sklearn.datasets import load_iris
-    >>> from featpipe.classical.recipes import make_pipeline
+    >>> from featpipe.classical.recipes import build_recipe
     >>> X, y = load_iris(return_X_y=True)
-    >>> pipe, _ = make_pipeline("linear-probe")
+    >>> pipe, _ = build_recipe("linear-probe")
     >>> result = run_search(pipe, {"clf__C": [0.1, 1.0]}, X, y, cv=3)
     >>> result.best_score > 0.9
     True
     """
+    validate(dict(n_jobs=n_jobs, halving=halving, random_state=random_state,
+                  cache_dir=cache_dir, cache=cache, verbose=verbose), SEARCH_CONSTRAINTS)
     grid = check_search_inputs(pipeline, param_grid, X, y, cv, scoring, class_names)
     n_splits = _n_splits(cv)
     splitter = make_splitter(cv, random_state)
@@ -260,9 +339,61 @@ def run_search(
 
 
 def _use_cache(pipeline: Pipeline, cache_dir, cache) -> bool:
-    if cache not in (True, False, "auto"):
-        raise FeatpipeError(f"cache={cache!r} must be True, False or 'auto'")
     if cache_dir is None or cache is False:
         return False
     return cache is True or "reduce" in pipeline.named_steps
 
+
+def search(
+    pipeline: Pipeline,
+    param_grid: Mapping[str, Sequence],
+    X,
+    y,
+    config: SearchConfig | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> SearchResult:
+    """Tune ``pipeline`` over ``param_grid`` with the search ``config`` names.
+
+    The one dispatcher over the fast C search, ``GridSearchCV`` and ``HalvingGridSearchCV``;
+    ``SearchResult.extra["search"]`` records which search ran (the fast search hands grids it
+    cannot walk to the grid search).
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        E.g. from :func:`~featpipe.classical.recipes.build_recipe`; cloned, not modified.
+    param_grid : dict of str to list
+        ``step__param`` names and their candidate values.
+    X : array of shape (n_samples, n_features)
+    y : array of shape (n_samples,)
+    config : SearchConfig, default=None
+        None: ``SearchConfig()`` (fast search, 5 folds, accuracy).
+    class_names : sequence of str, default=None
+        Names used in error messages.
+
+    Returns
+    -------
+    SearchResult
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from featpipe.classical.recipes import build_recipe
+    >>> X, y = load_iris(return_X_y=True)
+    >>> pipe, _ = build_recipe("linear-probe")
+    >>> result = search(pipe, {"clf__C": [0.1, 1.0]}, X, y, SearchConfig(method="grid", cv=3))
+    >>> result.extra["search"], result.best_score > 0.9
+    ('grid', True)
+    """
+    config = SearchConfig() if config is None else config
+    validate({"config": config}, {"config": [SearchConfig]})
+    options = dict(cv=config.cv, scoring=config.scoring, n_jobs=config.n_jobs,
+                   random_state=config.random_state, cache_dir=config.cache_dir,
+                   cache=config.cache, verbose=config.verbose, class_names=class_names)
+    if config.method == "fast":
+        from featpipe.classical.fastsearch import run_fast_search
+
+        return run_fast_search(pipeline, param_grid, X, y, patience=config.patience,
+                               coarse_step=config.coarse_step, **options)
+    return run_search(pipeline, param_grid, X, y, halving=config.method == "halving", **options)

@@ -8,19 +8,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from featpipe.errors import FeatpipeError
+from featpipe.params import HasMethods, Interval, validate
 
 SCORINGS = ("accuracy", "balanced_accuracy")
 UNLABELLED = -1
+#: ``cv``: a number of stratified folds (at least 2) or a scikit-learn CV splitter.
+CV_CONSTRAINT = [Interval(int, 2, None), HasMethods("get_n_splits", "a CV splitter")]
 
 
 def _n_splits(cv) -> int:
-    if isinstance(cv, numbers.Integral) and not isinstance(cv, bool):
-        if cv < 2:
-            raise FeatpipeError(f"cv={cv} folds is too few; use at least 2")
+    validate({"cv": cv}, {"cv": CV_CONSTRAINT})
+    if isinstance(cv, numbers.Integral):
         return int(cv)
-    if hasattr(cv, "get_n_splits"):
-        return int(cv.get_n_splits())
-    raise FeatpipeError(f"cv={cv!r} must be a number of folds (e.g. 5) or a CV splitter")
+    return int(cv.get_n_splits())
 
 
 def _label_name(label, class_names) -> str:
@@ -92,7 +92,7 @@ def validate_training_data(X, y, cv, class_names: Sequence[str] | None = None) -
         raise FeatpipeError(
             f"class {_label_name(labels[smallest], class_names)} has {counts[smallest]} sample(s), "
             "fewer than the "
-            f"{n_splits} cross-validation folds; lower --cv or add samples of that class"
+            f"{n_splits} cross-validation folds; lower `cv` or add samples of that class"
         )
     bad_rows = _count_non_finite_rows(X)
     if bad_rows:

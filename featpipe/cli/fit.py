@@ -38,15 +38,26 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from featpipe.workflows.fit import TrainingSpec, fit_store
+def training_spec(args):
+    """The typed :class:`~featpipe.workflows.fit.TrainingSpec` of `featpipe fit`'s flags."""
+    from featpipe.cli.parsing import parse_grid_overrides, parse_layers, parse_reduce
+    from featpipe.workflows.fit import TrainingSpec
 
-    spec = TrainingSpec(
-        recipe=args.recipe, layers=args.layers, normalize=args.normalize,
-        discretize=args.discretize, reduce=args.reduce, classifier=args.classifier,
-        grid=args.grid, cv=args.cv, scoring=args.scoring, n_jobs=args.n_jobs,
-        halving=args.halving, seed=args.seed, cache_dir=args.cache_dir, search=args.search,
-        stats_from=args.stats_from)
+    reduce = None  # the recipe's
+    if args.reduce is not None:
+        reduce = parse_reduce(args.reduce) or False  # "none" removes the recipe's reduction
+    return TrainingSpec(
+        recipe=args.recipe, layers=parse_layers(args.layers), normalize=args.normalize,
+        discretize=args.discretize, reduce=reduce, classifier=args.classifier,
+        grid=parse_grid_overrides(args.grid), cv=args.cv, scoring=args.scoring,
+        n_jobs=args.n_jobs, search="halving" if args.halving else args.search, seed=args.seed,
+        cache_dir=args.cache_dir, stats_from=args.stats_from)
+
+
+def run(args) -> int:
+    from featpipe.workflows.fit import fit_store
+
+    spec = training_spec(args)
     outcome = fit_store(args.store, spec, out=args.out, test=args.test,
                         test_split=args.test_split, train_split=args.train_split,
                         report_dir=args.report)

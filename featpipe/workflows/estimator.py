@@ -36,8 +36,8 @@ class FrozenFeatureClassifier(ClassifierMixin, BaseEstimator):
     weights : str or None
         A local weights file.
     pretrained : bool, default=True
-    grid : list of str or None
-        Grid overrides such as ``["clf__C=0.1,1"]``.
+    grid : dict of str to list, or None
+        Grid overrides merged over the recipe's grid, e.g. ``{"clf__C": [0.1, 1]}``.
     cv : int, default=5
     scoring : str, default="accuracy"
     n_jobs : int, default=1
@@ -90,8 +90,9 @@ class FrozenFeatureClassifier(ClassifierMixin, BaseEstimator):
         train = FeatureSet(X=features.X, y=y_encoded, layer_slices=features.layer_slices,
                            class_names=[str(c) for c in self.classes_], ids=features.ids,
                            index=features.index, splits=None, provenance=features.provenance)
-        spec = TrainingSpec(recipe=self.recipe, grid=list(self.grid or []), cv=self.cv,
-                            scoring=self.scoring, n_jobs=self.n_jobs, seed=self.random_state,
+        spec = TrainingSpec(recipe=self.recipe, grid={} if self.grid is None else self.grid,
+                            cv=self.cv, scoring=self.scoring, n_jobs=self.n_jobs,
+                            seed=self.random_state,
                             cache_dir=str(Path(self.cache_dir) / "joblib"))
         search = fit_features(train, spec)
         self.pipeline_ = search.best_estimator

@@ -2,42 +2,107 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal
 
+from featpipe.classical.recipes import RECIPE_CONSTRAINTS, Reduction
+from featpipe.classical.search import SEARCH_CONSTRAINTS, SearchConfig
 from featpipe.errors import FeatpipeError
 from featpipe.fileio import checked_output
+from featpipe.params import InstanceOf, SequenceOf, validate
 from featpipe.provenance import model_provenance
 from featpipe.store.reader import FeatureSet, FeatureStore
 from featpipe.workflows.data import load_compatible, split_train_test
 
 DEFAULT_CACHE_DIR = "cache"
+#: Declared constraints of :class:`TrainingSpec` (those it shares with the recipes and the
+#: search are declared there once).
+TRAINING_CONSTRAINTS = {
+    **{k: RECIPE_CONSTRAINTS[k] for k in ("recipe", "normalize", "discretize", "reduce",
+                                          "classifier")},
+    **{k: SEARCH_CONSTRAINTS[k] for k in ("cv", "scoring", "n_jobs", "cache_dir")},
+    "layers": [SequenceOf(str), str, None],
+    "grid": [InstanceOf(Mapping, "a dict of parameter names to values")],
+    "search": SEARCH_CONSTRAINTS["method"],
+    "seed": [int],
+    "stats_from": [str],
+}
 
 
 @dataclass
 class TrainingSpec:
-    """How to build and tune the classical stage (mirrors `featpipe fit`'s options)."""
+    """How to build and tune the classical stage (the typed form of `featpipe fit`'s options).
+
+    Parameters
+    ----------
+    recipe : str or None, default="fne"
+        A key of :data:`featpipe.classical.recipes.RECIPES`; None builds a free combination.
+    layers : list of str, str or None, default=None
+        Layers to train on: names, a preset of the store (``"all"``) or None (every layer).
+    normalize, discretize, reduce, classifier :
+        Overrides of the recipe's steps (see :func:`~featpipe.classical.recipes.build_recipe`);
+        ``reduce`` is a :class:`~featpipe.classical.recipes.Reduction`, False (none) or None.
+    grid : dict of str to list, default={}
+        Grid overrides, e.g. ``{"clf__C": [0.1, 1]}``, merged over the recipe's default grid.
+    cv, scoring, n_jobs, cache_dir :
+        The search options (see :class:`~featpipe.classical.search.SearchConfig`);
+        ``cache_dir`` None caches under ``./cache``.
+    search : {"fast", "grid", "halving"}, default="fast"
+        The search method.
+    seed : int, default=0
+        Seeds the folds, the estimators and a fractional train/test split.
+    stats_from : str, default="train"
+        Standardization statistics from each training fold (``"train"``), every row of the
+        store (``"all"``) or another store (a path).
+    """
 
     recipe: str | None = "fne"
-    layers: str | Sequence[str] | None = None
+    layers: list[str] | str | None = None
     normalize: str | None = None
     discretize: bool | None = None
-    reduce: str | None = None
+    reduce: Reduction | Literal[False] | None = None
     classifier: str | None = None
-    grid: Sequence[str] = field(default_factory=list)
+    grid: dict[str, list] = field(default_factory=dict)
     cv: int = 5
     scoring: str = "accuracy"
-    n_jobs: int = 1
-    halving: bool = False
+    n_jobs: int | None = 1
+    search: Literal["fast", "grid", "halving"] = "fast"
     seed: int = 0
     cache_dir: str | None = None
-    search: str = "fast"
     stats_from: str = "train"
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every option against its declared constraints (one line on the first bad one)."""
+        validate(self.__dict__, TRAINING_CONSTRAINTS)
+
+    def search_config(self) -> SearchConfig:
+        """The search options as a :class:`~featpipe.classical.search.SearchConfig`."""
+        return SearchConfig(method=self.search, cv=self.cv, scoring=self.scoring,
+                            n_jobs=self.n_jobs, random_state=self.seed,
+                            cache_dir=self.cache_dir or DEFAULT_CACHE_DIR)
+
     def describe(self) -> dict:
-        return {k: (list(v) if isinstance(v, (list, tuple)) else v)
-                for k, v in self.__dict__.items()}
+        """The options as JSON-ready values (recorded in the model file and the report)."""
+        described = {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                     for k, v in self.__dict__.items()}
+        described["grid"] = {k: _json_values(v) for k, v in self.grid.items()}
+        if self.reduce is not None:
+            described["reduce"] = (f"{self.reduce.method}:{self.reduce.n_components}"
+                                   if self.reduce else "none")
+        return described
+
+
+def _json_values(values) -> list:
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        return [values]
+    return [v.item() if hasattr(v, "item") else v for v in values]
 
 
 @dataclass
@@ -57,7 +122,6 @@ class FitOutcome:
         return line
 
 
-SEARCHES = ("fast", "grid")
 STATS_SOURCES = ("train", "all")  # or the path of another store
 
 
@@ -67,27 +131,21 @@ def fit_features(train: FeatureSet, spec: TrainingSpec, *, statistics_pool=None)
     ``statistics_pool`` (features with ``train``'s columns, labels never needed) fixes the
     standardization statistics to the pool's instead of each training fold's.
     """
-    from featpipe.classical.fastsearch import run_fast_search
-    from featpipe.classical.recipes import make_pipeline, parse_grid_overrides, use_pool_statistics
-    from featpipe.classical.search import run_search
+    from featpipe.classical.recipes import build_recipe, use_pool_statistics
+    from featpipe.classical.search import search
     from featpipe.classical.validation import validate_training_data
 
-    if spec.search not in SEARCHES:
-        raise FeatpipeError(f"unknown search {spec.search!r}; choose one of {', '.join(SEARCHES)}")
-    validate_training_data(train.X, train.y, spec.cv, class_names=train.class_names)
-    pipeline, grid = make_pipeline(
+    spec.validate()
+    config = spec.search_config()
+    validate_training_data(train.X, train.y, config.cv, class_names=train.class_names)
+    pipeline, grid = build_recipe(
         spec.recipe, layer_slices=train.layer_slices, normalize=spec.normalize,
         discretize=spec.discretize, reduce=spec.reduce, classifier=spec.classifier,
         random_state=spec.seed)
     if statistics_pool is not None:
         use_pool_statistics(pipeline, statistics_pool)
-    grid = {**grid, **parse_grid_overrides(list(spec.grid))}
-    options = dict(cv=spec.cv, scoring=spec.scoring, n_jobs=spec.n_jobs, random_state=spec.seed,
-                   class_names=train.class_names, halving=spec.halving,
-                   cache_dir=spec.cache_dir or DEFAULT_CACHE_DIR)
-    if spec.search == "fast" and not spec.halving:
-        return run_fast_search(pipeline, grid, train.X, train.y, **options)
-    return run_search(pipeline, grid, train.X, train.y, **options)
+    grid = {**grid, **spec.grid}
+    return search(pipeline, grid, train.X, train.y, config, class_names=train.class_names)
 
 
 def statistics_pool(store: FeatureStore, spec: TrainingSpec, train: FeatureSet, *,
