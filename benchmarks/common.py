@@ -46,14 +46,16 @@ def similarity(dataset: str) -> str:
 # --------------------------------------------------------------------------- feature stores
 
 
-def store_path(dataset: str, args) -> Path:
-    """``<features-dir>/<dataset>-<model>-<size>.h5``."""
-    return Path(args.features_dir) / f"{dataset}-{args.model}-{args.image_size}.h5"
+def store_path(dataset: str, args, resize: str = "crop") -> Path:
+    """``<features-dir>/<dataset>-<model>-<size>.h5`` (``...-<size>-<resize>.h5`` for the
+    resize modes other than crop)."""
+    suffix = "" if resize == "crop" else f"-{resize}"
+    return Path(args.features_dir) / f"{dataset}-{args.model}-{args.image_size}{suffix}.h5"
 
 
-def ensure_store(dataset: str, args, batch_size: int = 32) -> FeatureStore:
+def ensure_store(dataset: str, args, batch_size: int = 32, resize: str = "crop") -> FeatureStore:
     """The dataset's cached `full` store, extracted on first use (timing kept in a sidecar)."""
-    out = store_path(dataset, args)
+    out = store_path(dataset, args, resize)
     if not out.exists():
         from featpipe.extract.run import extract
 
@@ -63,7 +65,8 @@ def ensure_store(dataset: str, args, batch_size: int = 32) -> FeatureStore:
                              f"`python -m benchmarks.datasets prepare {dataset}` first")
         out.parent.mkdir(parents=True, exist_ok=True)
         result = extract(manifest, out, model=args.model, layers=LAYER_PRESET,
-                         image_size=args.image_size, batch_size=batch_size, progress=False)
+                         image_size=args.image_size, resize=resize, batch_size=batch_size,
+                         progress=False)
         timing = {"n_images": result.n_computed, "seconds": result.seconds,
                   "images_per_second": result.images_per_second, "machine": harness.machine(),
                   "date": harness.today()}
@@ -141,11 +144,10 @@ def run_spec(train: FeatureSet, test: FeatureSet, spec, args=None) -> dict:
 
 
 def _search_and_score(train: FeatureSet, test: FeatureSet, spec) -> dict:
-    from featpipe.report.metrics import evaluate
-    from featpipe.workflows.fit import fit_features
+    from featpipe.workflows.fit import fit_and_score
 
-    search = fit_features(train, spec)
-    evaluation = evaluate(search.best_estimator, test.X, test.y, train.class_names)
+    scored = fit_and_score(train, spec, test)
+    search, evaluation = scored.search, scored.evaluation
     return {"accuracy": evaluation["accuracy"],
             "balanced_accuracy": evaluation["balanced_accuracy"],
             "cv_accuracy": search.best_score, "best_params": params_text(search.best_params),
@@ -161,7 +163,11 @@ def _memo_path(train: FeatureSet, test: FeatureSet, spec, args) -> Path:
     _, grid = build_recipe(spec.recipe, normalize=spec.normalize, discretize=spec.discretize,
                            reduce=spec.reduce, classifier=spec.classifier)
     grid.update(spec.grid)
+    from featpipe.provenance import FEATURE_KEYS, with_defaults
+
+    provenance = with_defaults(train.provenance)
     key = {"store": train.provenance.get("input_fingerprint"), "model": args.model,
+           "features": {k: provenance.get(k) for k in FEATURE_KEYS if k != "weights_sha256"},
            "size": args.image_size, "layers": list(train.layer_slices),
            "train": train.index.tolist(), "test": test.index.tolist(),
            "search": [spec.recipe, spec.normalize, spec.discretize, spec.describe()["reduce"],

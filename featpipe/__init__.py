@@ -7,8 +7,9 @@ from featpipe.errors import FeatpipeError, UsageError  # noqa: E402
 _LAZY = {
     "FrozenFeatureClassifier": "featpipe.workflows.estimator",
     "FeatureStore": "featpipe.store",
-    "extract": "featpipe.extract",
+    "ExtractionSpec": "featpipe.spec",
     "create_backbone": "featpipe.models",
+    "list_backbones": "featpipe.models",
     "build_recipe": "featpipe.classical.recipes",
     "Reduction": "featpipe.classical.recipes",
     "SearchConfig": "featpipe.classical.search",

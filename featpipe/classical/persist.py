@@ -170,8 +170,9 @@ def untrusted_types(path) -> list[str]:
     """
     import skops.io as sio
 
+    data = _read_archive(path)
     try:
-        found = sio.get_untrusted_types(data=_read_archive(path))
+        found = sio.get_untrusted_types(data=data)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError):
         raise FeatpipeError(
             f"{path} is not a featpipe model file (skops archive); save one with featpipe"

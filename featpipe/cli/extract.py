@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featpipe.errors import UsageError
+from featpipe.cli.parsing import parse_color, parse_layers, parse_shard
 
 
 def add_parser(sub) -> None:
@@ -44,7 +44,7 @@ def run(args) -> int:
     from featpipe.extract import extract
 
     result = extract(args.source, args.out, spec_from_args(args), batch_size=args.batch_size,
-                     workers=args.workers, device=args.device, shard=_parse_shard(args.shard),
+                     workers=args.workers, device=args.device, shard=parse_shard(args.shard),
                      overwrite=args.overwrite, progress=not args.quiet)
     resumed = " (resumed)" if result.resumed else ""
     print(f"wrote {result.path}: {result.n_images} images, {result.n_failed} failed{resumed}, "
@@ -58,7 +58,7 @@ def spec_from_args(args):
 
     return ExtractionSpec(
         model=args.model or DEFAULT_BACKBONE, weights=args.weights,
-        pretrained=not args.no_pretrained, layers=parse_layers(args.layers), pool=args.pool,
+        pretrained=not args.no_pretrained, layers=_layers(args.layers), pool=args.pool,
         token_pool=args.token_pool, image_size=args.image_size, dtype=args.dtype,
         compression=args.compression, amp=args.amp, channels_last=args.channels_last,
         force=args.force, **_given(resize=args.resize, crop_pct=args.crop_pct,
@@ -66,42 +66,12 @@ def spec_from_args(args):
                                    max_pixels=args.max_pixels))
 
 
+def _layers(text: str) -> str | tuple[str, ...]:
+    """One preset or name as itself, several names as a tuple."""
+    names = parse_layers(text)
+    return names[0] if isinstance(names, list) and len(names) == 1 else tuple(names)
+
+
 def _given(**options) -> dict:
     """The options the user set (the spec's defaults stand for the others)."""
     return {name: value for name, value in options.items() if value is not None}
-
-
-COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128),
-          "gray": (128, 128, 128)}
-
-
-def parse_color(text: str) -> tuple[int, int, int]:
-    """``white`` / ``R,G,B`` / ``#RRGGBB`` -> an RGB triple."""
-    text = text.strip().lower()
-    try:
-        if text in COLORS:
-            return COLORS[text]
-        if text.startswith("#") and len(text) == 7:
-            return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
-        values = tuple(int(v) for v in text.split(","))
-        if len(values) == 3:
-            return values
-    except ValueError:
-        pass
-    raise UsageError(f"`pad_color` must be white, black, grey, R,G,B or #RRGGBB, got {text!r}")
-
-
-def parse_layers(text: str) -> str | tuple[str, ...]:
-    """``full`` -> ``'full'``; ``a,b`` -> ``('a', 'b')``."""
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    return names[0] if len(names) == 1 else names
-
-
-def _parse_shard(spec: str | None) -> tuple[int, int] | None:
-    if spec is None:
-        return None
-    try:
-        k, n = (int(part) for part in spec.split("/"))
-    except ValueError:
-        raise UsageError(f"`shard` must look like K/N (e.g. 0/4), got {spec!r}") from None
-    return k, n

@@ -10,9 +10,9 @@ from __future__ import annotations
 import ast
 from collections.abc import Sequence
 
-from featpipe.errors import FeatpipeError
+from featpipe.errors import FeatpipeError, UsageError
 
-__all__ = ["format_grid", "format_reduce", "parse_grid_overrides", "parse_layers", "parse_reduce",
+__all__ = ["format_grid", "format_reduce", "parse_grid_overrides", "parse_color", "parse_layers", "parse_reduce", "parse_shard",
            "parse_value"]
 
 
@@ -156,3 +156,46 @@ def parse_layers(text: str | None) -> list[str] | str | None:
     if text.strip() == "all":
         return "all"
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``--shard K/N`` -> ``(K, N)``.
+
+    Examples
+    --------
+    >>> parse_shard("1/4"), parse_shard(None)
+    ((1, 4), None)
+    """
+    if spec is None:
+        return None
+    try:
+        k, n = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise UsageError(f"`shard` must look like K/N (e.g. 0/4), got {spec!r}") from None
+    return k, n
+
+
+COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "grey": (128, 128, 128),
+          "gray": (128, 128, 128)}
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """``white`` / ``R,G,B`` / ``#RRGGBB`` -> an RGB triple.
+
+    Examples
+    --------
+    >>> parse_color("white"), parse_color("0,128,255"), parse_color("#FF0000")
+    ((255, 255, 255), (0, 128, 255), (255, 0, 0))
+    """
+    text = text.strip().lower()
+    try:
+        if text in COLORS:
+            return COLORS[text]
+        if text.startswith("#") and len(text) == 7:
+            return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+        values = tuple(int(v) for v in text.split(","))
+        if len(values) == 3:
+            return values
+    except ValueError:
+        pass
+    raise UsageError(f"`pad_color` must be white, black, grey, R,G,B or #RRGGBB, got {text!r}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from featpipe.classical.recipes import RECIPE_CONSTRAINTS, Reduction
-from featpipe.classical.search import SEARCH_CONSTRAINTS, SearchConfig
+from featpipe.classical.search import SEARCH_CONSTRAINTS, SearchConfig, SearchResult
 from featpipe.errors import FeatpipeError
 from featpipe.fileio import checked_output
 from featpipe.params import InstanceOf, SequenceOf, validate
@@ -106,11 +106,19 @@ def _json_values(values) -> list:
 
 
 @dataclass
-class FitOutcome:
-    model_path: Path
-    search: object
+class Scored:
+    """A tuned pipeline (``search.best_estimator``) and its one score on held-out rows."""
+
+    search: SearchResult
     evaluation: dict | None
-    report_files: list
+
+
+@dataclass
+class FitOutcome(Scored):
+    """What :func:`fit_store` did: :class:`Scored`, plus the files it wrote."""
+
+    model_path: Path = None
+    report_files: list = field(default_factory=list)
     stats_from: dict = field(default_factory=dict)
 
     def summary_line(self) -> str:
@@ -148,6 +156,22 @@ def fit_features(train: FeatureSet, spec: TrainingSpec, *, statistics_pool=None)
     return search(pipeline, grid, train.X, train.y, config, class_names=train.class_names)
 
 
+def fit_and_score(train: FeatureSet, spec: TrainingSpec, held_out: FeatureSet | None = None,
+                  *, statistics_pool=None) -> Scored:
+    """Tune ``spec`` on ``train`` by cross-validation, then score ``held_out`` once.
+
+    The one place where search and evaluation meet: :func:`fit_store` (the CLI), the demo and
+    the benchmarks all go through it.
+    """
+    from featpipe.report.metrics import evaluate
+
+    search = fit_features(train, spec, statistics_pool=statistics_pool)
+    evaluation = None
+    if held_out is not None:
+        evaluation = evaluate(search.best_estimator, held_out.X, held_out.y, train.class_names)
+    return Scored(search, evaluation)
+
+
 def statistics_pool(store: FeatureStore, spec: TrainingSpec, train: FeatureSet, *,
                     test=None, held_out: FeatureSet | None = None):
     """The unlabelled features whose statistics standardize (None for ``stats_from="train"``)
@@ -167,7 +191,7 @@ def statistics_pool(store: FeatureStore, spec: TrainingSpec, train: FeatureSet, 
                       "store_fingerprint": store.provenance.get("input_fingerprint")}
     path = Path(source)
     if path.suffix not in (".h5", ".hdf5") or not path.is_file():
-        raise FeatpipeError(f"--stats-from {source!r} must be train, all or an existing .h5 "
+        raise FeatpipeError(f"`stats_from` {source!r} must be train, all or an existing .h5 "
                             "feature store")
     other = FeatureStore.open(path)
     expected = model_provenance(store.provenance, train.layer_slices)
@@ -180,7 +204,6 @@ def fit_store(store_path, spec: TrainingSpec, *, out, test=None, test_split=None
               train_split=None, report_dir=None) -> FitOutcome:
     """`featpipe fit`: tune on a store, score the held-out part once, save model and report."""
     from featpipe.classical.persist import save_model
-    from featpipe.report.metrics import evaluate
     from featpipe.report.writer import write_report
 
     out = checked_output(out)
@@ -189,10 +212,8 @@ def fit_store(store_path, spec: TrainingSpec, *, out, test=None, test_split=None
     train, held_out = split_train_test(store, layers, test=test, test_split=test_split,
                                        train_split=train_split, seed=spec.seed)
     pool, stats_from = statistics_pool(store, spec, train, test=test, held_out=held_out)
-    search = fit_features(train, spec, statistics_pool=pool)
-    evaluation = None
-    if held_out is not None:
-        evaluation = evaluate(search.best_estimator, held_out.X, held_out.y, train.class_names)
+    scored = fit_and_score(train, spec, held_out, statistics_pool=pool)
+    search, evaluation = scored.search, scored.evaluation
     provenance = model_provenance(store.provenance, train.layer_slices)
     training = {
         "spec": spec.describe(), "best_params": search.best_params,
@@ -207,6 +228,6 @@ def fit_store(store_path, spec: TrainingSpec, *, out, test=None, test_split=None
     if report_dir is not None:
         report_files = write_report(report_dir, search=search, evaluation=evaluation,
                                     meta={"store": str(store.path), **training})
-    return FitOutcome(out, search, evaluation, report_files, stats_from)
+    return FitOutcome(search, evaluation, out, report_files, stats_from)
 
 
