@@ -23,6 +23,7 @@ DERIVED = {
     "preprocessing": FEATURE,
     "family": RECORD,
     "layer_dims": RESUME,
+    "presets": RECORD,  # the backbone's presets ({name: layers}), for `fit --layers PRESET`
     "input_fingerprint": RESUME,
     "index_range": RESUME,
     "n_inputs": RECORD,

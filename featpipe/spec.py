@@ -29,6 +29,7 @@ from featpipe.errors import UsageError
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 POOLING = ("mean", "max", "meanmax", "none")
+PRESETS = ("last", "stages", "full")
 TOKEN_POOLING = ("cls", "mean")
 DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "lzf", "gzip")

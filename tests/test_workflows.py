@@ -72,3 +72,22 @@ def test_align_labels_refuses_unknown_classes(lite0_store):
     data = FeatureStore.open(lite0_store).load(["bn2"])
     with pytest.raises(FeatpipeError, match="not among the model's classes"):
         align_labels(data, ["circle", "square"])
+
+
+def test_fit_layers_accepts_presets(lite0_store, tmp_path, capsys):
+    from pathlib import Path
+
+    from featpipe.cli import main
+
+    store = FeatureStore.open(lite0_store)
+    assert store.resolve_layers("full") == list(store.layers)
+    assert store.resolve_layers(["last"]) == ["bn2"]  # the head of a `full` store
+    stages = store.resolve_layers("stages")
+    assert 3 <= len(stages) < len(store.layers) and stages[-1] == "bn2"
+    legacy = FeatureStore.open(Path(__file__).parent / "data" / "legacy" / "legacy-store.h5")
+    assert legacy.resolve_layers("last") == ["global_pool"]
+    with pytest.raises(FeatpipeError, match="before presets were recorded"):
+        legacy.resolve_layers("stages")
+    assert main(["fit", str(lite0_store), "--layers", "last", "--cv", "2", "--grid",
+                 "clf__C=0.01", "--out", str(tmp_path / "m.skops")]) == 0
+    assert load_model(tmp_path / "m.skops")[1]["layers"] == ["bn2"]

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 

@@ -12,8 +12,8 @@ Examples
 from __future__ import annotations
 
 import csv
-import re
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any

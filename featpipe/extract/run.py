@@ -32,7 +32,7 @@ from featpipe.models.capture import FeatureCapture
 from featpipe.models.device import resolve_device
 from featpipe.models.layers import resolve_layers
 from featpipe.provenance import resume_differences
-from featpipe.spec import ExtractionSpec
+from featpipe.spec import PRESETS, ExtractionSpec
 from featpipe.store.reader import FeatureStore
 from featpipe.store.writer import StoreWriter
 
@@ -151,6 +151,7 @@ def build_provenance(backbone: Backbone, capture: FeatureCapture, spec: Extracti
         "preprocessing": backbone.preprocessing.to_dict(),
         "family": backbone.family,
         "layer_dims": dict(capture.layer_dims),
+        "presets": {name: resolve_layers(backbone, name) for name in PRESETS},
         "input_fingerprint": image_set.fingerprint(),
         "index_range": [int(index[0]), int(index[-1]) + 1] if len(index) else [0, 0],
         "n_inputs": len(image_set),

@@ -31,9 +31,8 @@ from torch import nn
 from featpipe.errors import FeatpipeError
 from featpipe.models.backbone import Backbone
 from featpipe.models.device import model_device
-from featpipe.spec import POOLING
+from featpipe.spec import POOLING, PRESETS
 
-PRESETS = ("last", "stages", "full")
 _ACTIVATION_MODULES = (
     "torch.nn.modules.activation",
     "timm.layers.activations",

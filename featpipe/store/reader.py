@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 from featpipe.errors import FeatpipeError
+from featpipe.spec import PRESETS
 from featpipe.store.layout import FORMAT_VERSION, OK, PENDING, _read_str
 
 
@@ -221,17 +222,39 @@ class FeatureStore:
         return bool(len(self.class_names)) and bool(np.any(self.labels[self.ok_rows] >= 0))
 
     def resolve_layers(self, layers: str | Sequence[str] | None) -> list[str]:
-        """Validate a layer selection against the store (None = all, in forward order)."""
+        """Validate a layer selection against the store, in forward order.
+
+        None or ``"all"``: every stored layer. A preset (``last``, ``stages``, ``full``) means
+        the backbone's preset as recorded at extraction; ``last`` falls back to the deepest
+        stored layer when the backbone's own is not stored (a ``full`` store holds the head,
+        whose mean-pooled map is the pooled pre-logits).
+        """
         available = list(self.layers)
         if layers is None or layers == "all":
             return available
         if isinstance(layers, str):
             layers = [name.strip() for name in layers.split(",") if name.strip()]
+        layers = [name for item in layers for name in self._preset_layers(item)]
         missing = [name for name in layers if name not in self.layers]
         if missing:
             raise FeatpipeError(f"layer(s) {', '.join(missing)} not in {self.path.name}; "
                                 f"it holds: {', '.join(available)}")
         return [name for name in available if name in set(layers)]
+
+    def _preset_layers(self, name: str) -> list[str]:
+        if name not in PRESETS or name in self.layers:
+            return [name]
+        recorded = (self.provenance.get("presets") or {}).get(name)
+        if name == "last" and (recorded is None or not set(recorded) <= set(self.layers)):
+            return [list(self.layers)[-1]]
+        if recorded is None:
+            raise FeatpipeError(f"{self.path.name} was extracted before presets were recorded; "
+                                f"name its layers instead: {', '.join(self.layers)}")
+        missing = [n for n in recorded if n not in self.layers]
+        if missing:
+            raise FeatpipeError(f"preset {name!r} needs layer(s) {', '.join(missing)} that "
+                                f"{self.path.name} does not hold; extract with that preset")
+        return list(recorded)
 
     def select_rows(self, rows: Sequence[int] | None = None, split: str | None = None) -> np.ndarray:
         """Row positions to load: successful rows, optionally restricted by input index or split."""
