@@ -215,3 +215,16 @@ def test_fit_flags_become_the_typed_spec(capsys, tmp_path, lite0_store):
                            "--cv", "3", "--out", tmp_path / "n.skops", "--report", report)
     assert code == 0, err
     assert json.loads((report / "report.json").read_text())["meta"]["spec"]["reduce"] == "none"
+
+
+def test_fit_summarises_fits_at_the_iteration_limit(capsys, tmp_path, lite0_store):
+    code, out, err = run_cli(capsys, "fit", lite0_store, "--recipe", "linear-probe", "--cv", "2",
+                             "--grid", "clf__C=1,10", "--max-iter", "2", "--layers", "bn2",
+                             "--out", str(tmp_path / "m.skops"))
+    assert code == 0 and "ConvergenceWarning" not in err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "stopped at the iteration limit (--max-iter 2)" in notes[0]
+    assert "raise --max-iter" in notes[0]
+    code, _, err = run_cli(capsys, "fit", lite0_store, "--recipe", "umap-knn", "--max-iter", "5",
+                           "--out", str(tmp_path / "k.skops"))
+    assert code == 1 and "--max-iter does not apply to KNeighborsClassifier" in err

@@ -159,14 +159,14 @@ def test_search_dispatches_as_configured(digits, monkeypatch):
         monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name, **k: (
             calls.append((_n, k.get("halving"))) or _f(*a, **k)))
 
-    fast = search(pipe, grid, X, y, SearchConfig(cv=3))
+    fast = search(pipe, grid, X, y, SearchConfig(cv=3, extend_grid=False))
     assert fast.extra["search"] == "fast" and calls == [("run_fast_search", None)]
     calls.clear()
-    full = search(pipe, grid, X, y, SearchConfig(method="grid", cv=3))
+    full = search(pipe, grid, X, y, SearchConfig(method="grid", cv=3, extend_grid=False))
     assert full.extra["search"] == "grid" and calls == [("run_search", False)]
     assert "iter" not in full.cv_table[0] and len(full.cv_table) == 6
     calls.clear()
-    halving = search(pipe, grid, X, y, SearchConfig(method="halving", cv=3))
+    halving = search(pipe, grid, X, y, SearchConfig(method="halving", cv=3, extend_grid=False))
     assert calls == [("run_search", True)] and {"iter", "n_resources"} <= set(halving.cv_table[0])
     assert search(pipe, grid, X, y, SearchConfig(cv=3)).best_params == fast.best_params
 

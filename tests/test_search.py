@@ -261,12 +261,9 @@ def test_write_report(fitted, small_digits, tmp_path):
         evaluation=evaluation,
         meta={"recipe": "l2", "layers": ["a"]},
     )
-    assert sorted(p.name for p in files) == ["confusion.png", "report.json", "report.md"]
-    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == [
-        "confusion.png",
-        "report.json",
-        "report.md",
-    ]
+    names = ["confusion.png", "cv_curve.png", "report.json", "report.md"]
+    assert sorted(p.name for p in files) == names
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == names
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["search"]["best_params"] == fitted.best_params
     assert report["evaluation"]["accuracy"] == evaluation["accuracy"]
@@ -281,6 +278,23 @@ def test_write_report(fitted, small_digits, tmp_path):
     assert [float(line.split("|")[3]) for line in table_lines] == pytest.approx(scores, abs=1e-4)
     assert "| three |" in markdown and "balanced accuracy" in markdown
     assert (tmp_path / "rep" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "rep" / "cv_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![CV curve](cv_curve.png)" in markdown
+
+
+def test_report_says_when_the_grid_was_extended_and_fits_did_not_converge(fitted, tmp_path):
+    from dataclasses import replace
+
+    noted = replace(fitted, extra={
+        **fitted.extra,
+        "grid_extended": {"parameter": "clf__C", "added": [1e-4], "direction": "below",
+                          "reason": "the best value was at the edge of the grid"},
+        "convergence": {"fits_at_iteration_limit": 3, "fits": 20,
+                        "note": "3 of about 20 fits stopped at the iteration limit"}})
+    write_report(tmp_path / "rep", search=noted)
+    markdown = (tmp_path / "rep" / "report.md").read_text()
+    assert "- grid extended below: clf__C = 0.0001 added" in markdown
+    assert "- convergence: 3 of about 20 fits stopped" in markdown
 
 
 def test_comparison_table_and_plot(fitted, tmp_path):

@@ -128,8 +128,9 @@ def _prepare_fold(pipeline: Pipeline, X, y, train, test) -> _Fold:
 class _Path:
     """Mean CV scores of the C values evaluated so far, in evaluation order."""
 
-    def __init__(self, folds, scorer, parallel, verbose):
+    def __init__(self, folds, scorer, parallel, verbose, on_fit=None):
         self.folds, self.scorer, self.parallel, self.verbose = folds, scorer, parallel, verbose
+        self.on_fit = on_fit or (lambda n: None)
         self.rows: dict[float, dict] = {}
 
     def mean(self, C: float) -> float:
@@ -142,6 +143,7 @@ class _Path:
                 "std_test_score": float(np.std(scores)),
                 "mean_fit_time": float(np.mean([seconds for _, seconds in results])),
             }
+            self.on_fit(len(self.folds))
             if self.verbose:
                 print(f"[fast search] C={C:.4g}: {self.rows[C]['mean_test_score']:.4f}")
         return self.rows[C]["mean_test_score"]
@@ -193,6 +195,7 @@ def run_fast_search(
     coarse_step: int = DEFAULT_COARSE_STEP,
     verbose: int = 0,
     class_names: Sequence[str] | None = None,
+    on_fit: Callable[[int], object] | None = None,
     **grid_options,
 ) -> SearchResult:
     """Cross-validated search of ``clf__C`` with preprocessing once per fold (see module notes).
@@ -219,6 +222,8 @@ def run_fast_search(
     verbose : int, default=0
     class_names : sequence of str, default=None
         Names used in error messages.
+    on_fit : callable, optional
+        Called with the number of fits done after each evaluated C (progress).
     **grid_options
         Passed to :func:`run_search` when the fast search does not apply (``halving``,
         ``cache_dir``, ``cache``).
@@ -246,7 +251,7 @@ def run_fast_search(
     if reason is not None:
         result = run_search(pipeline, grid, X, y, cv=cv, scoring=scoring, n_jobs=n_jobs,
                             random_state=random_state, verbose=verbose,
-                            class_names=class_names, **grid_options)
+                            class_names=class_names, on_fit=on_fit, **grid_options)
         result.extra.update(search="grid", fast_search_skipped=reason)
         return result
 
@@ -256,7 +261,7 @@ def run_fast_search(
     started = time.perf_counter()
     with Parallel(n_jobs=n_jobs, prefer="threads") as parallel, invalid_grid_values():
         folds = parallel(delayed(_prepare_fold)(pipeline, X, y, tr, te) for tr, te in splits)
-        path = _Path(folds, get_scorer(scoring), parallel, verbose)
+        path = _Path(folds, get_scorer(scoring), parallel, verbose, on_fit)
         _search_path(path, values, patience, coarse_step)
         best_C = path.best()
         refit_started = time.perf_counter()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numbers
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -36,6 +36,12 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from featpipe.classical.tuning import (
+    convergence_note,
+    counting_convergence,
+    extend_at_edges,
+    progress_bar,
+)
 from featpipe.classical.validation import (
     CV_CONSTRAINT,
     SCORINGS,
@@ -62,6 +68,8 @@ SEARCH_CONSTRAINTS = {
     "patience": [Interval(int, 1, None), None],
     "coarse_step": [Interval(int, 1, None)],
     "verbose": [int, "boolean"],
+    "extend_grid": ["boolean"],
+    "progress": ["boolean"],
 }
 
 
@@ -88,6 +96,11 @@ class SearchConfig:
     patience, coarse_step : int
         The fast search's early stop and coarse-to-fine step (see its module notes).
     verbose : int, default=0
+    extend_grid : bool, default=True
+        When the best C (or alpha) is at an edge of its grid, evaluate values a decade further
+        out (see :mod:`featpipe.classical.tuning`).
+    progress : bool, default=False
+        A progress bar over the candidate fits on stderr (ticks per fit with ``n_jobs=1``).
 
     Examples
     --------
@@ -109,6 +122,8 @@ class SearchConfig:
     patience: int | None = DEFAULT_PATIENCE
     coarse_step: int = DEFAULT_COARSE_STEP
     verbose: int = 0
+    extend_grid: bool = True
+    progress: bool = False
 
     def __post_init__(self):
         validate({f.name: getattr(self, f.name) for f in fields(self)}, SEARCH_CONSTRAINTS)
@@ -255,6 +270,7 @@ def run_search(
     cache: bool | str = "auto",
     verbose: int = 0,
     class_names: Sequence[str] | None = None,
+    on_fit: Callable[[int], object] | None = None,
 ) -> SearchResult:
     """Cross-validated grid search over a pipeline, with stratified shuffled folds.
 
@@ -281,6 +297,9 @@ def run_search(
     verbose : int, default=0
     class_names : sequence of str, default=None
         Names used in error messages.
+    on_fit : callable, optional
+        Called with 1 after each scored fit (progress; only with ``n_jobs=1``, where the
+        fits run in this process).
 
     Returns
     -------
@@ -312,7 +331,8 @@ def run_search(
         pipeline,
         grid,
         cv=splitter,
-        scoring=scoring,
+        scoring=_ticking(scoring, on_fit) if on_fit is not None and n_jobs in (None, 1)
+        else scoring,
         n_jobs=n_jobs,
         halving=halving,
         random_state=random_state,
@@ -336,6 +356,20 @@ def run_search(
         n_splits=n_splits,
         extra={"search": "grid", "cache": str(cache_dir) if cached else None},
     )
+
+
+def _ticking(scoring: str, tick: Callable[[int], object]):
+    """The scorer ``scoring`` names, calling ``tick(1)`` after each use (one per fit)."""
+    from sklearn.metrics import get_scorer
+
+    scorer = get_scorer(scoring)
+
+    def score(estimator, X, y):
+        value = scorer(estimator, X, y)
+        tick(1)
+        return value
+
+    return score
 
 
 def _use_cache(pipeline: Pipeline, cache_dir, cache) -> bool:
@@ -388,12 +422,34 @@ def search(
     """
     config = SearchConfig() if config is None else config
     validate({"config": config}, {"config": [SearchConfig]})
+    grid = _check_grid(pipeline, param_grid)
+    n_splits, n_fits = _n_splits(config.cv), 0
+    n_candidates = int(np.prod([len(v) for v in grid.values()]))
+    with counting_convergence() as converged, \
+            progress_bar(config.progress, n_candidates * n_splits) as tick:
+        def run(candidates):
+            nonlocal n_fits  # an upper bound: the fast search may skip candidates
+            n_fits += int(np.prod([len(v) for v in candidates.values()])) * n_splits + 1
+            return _dispatch(pipeline, candidates, X, y, config, class_names, tick)
+
+        result = run(grid)
+        if config.extend_grid:
+            result = extend_at_edges(result, grid, run)
+    result.extra["convergence"] = {
+        "fits_at_iteration_limit": converged["n"], "fits": n_fits,
+        "note": convergence_note(converged["n"], n_fits,
+                                 pipeline.get_params().get("clf__max_iter"))}
+    return result
+
+
+def _dispatch(pipeline, grid, X, y, config: SearchConfig, class_names, tick) -> SearchResult:
     options = dict(cv=config.cv, scoring=config.scoring, n_jobs=config.n_jobs,
                    random_state=config.random_state, cache_dir=config.cache_dir,
-                   cache=config.cache, verbose=config.verbose, class_names=class_names)
+                   cache=config.cache, verbose=config.verbose, class_names=class_names,
+                   on_fit=tick)
     if config.method == "fast":
         from featpipe.classical.fastsearch import run_fast_search
 
-        return run_fast_search(pipeline, param_grid, X, y, patience=config.patience,
+        return run_fast_search(pipeline, grid, X, y, patience=config.patience,
                                coarse_step=config.coarse_step, **options)
-    return run_search(pipeline, param_grid, X, y, halving=config.method == "halving", **options)
+    return run_search(pipeline, grid, X, y, halving=config.method == "halving", **options)

@@ -35,6 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=None, help="joblib cache (default: ./cache)")
     p.add_argument("--report", default=None, help="folder for report.json/.md and plots")
+    p.add_argument("--max-iter", type=int, default=None,
+                   help="the classifier's iteration limit (default: the recipe's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -51,10 +54,12 @@ def training_spec(args):
         discretize=args.discretize, reduce=reduce, classifier=args.classifier,
         grid=parse_grid_overrides(args.grid), cv=args.cv, scoring=args.scoring,
         n_jobs=args.n_jobs, search="halving" if args.halving else args.search, seed=args.seed,
-        cache_dir=args.cache_dir, stats_from=args.stats_from)
+        cache_dir=args.cache_dir, stats_from=args.stats_from, max_iter=args.max_iter,
+        progress=not args.quiet and sys.stderr.isatty())
 
 
 def run(args) -> int:
+    from featpipe.cli import as_flags
     from featpipe.workflows.fit import fit_store
 
     spec = training_spec(args)
@@ -62,6 +67,9 @@ def run(args) -> int:
                         test_split=args.test_split, train_split=args.train_split,
                         report_dir=args.report)
     print(outcome.summary_line())
+    note = (outcome.search.extra.get("convergence") or {}).get("note")
+    if note:
+        print(f"note: {as_flags(note)}", file=sys.stderr)
     if outcome.stats_from.get("transductive"):
         print("note: --stats-from all standardized with statistics of every row of the store, "
               "test rows included (transductive); the model and report record it",

@@ -33,6 +33,19 @@ def _params_text(params: Mapping) -> str:
     )
 
 
+def _search_notes(extra: Mapping) -> list[str]:
+    notes = []
+    extended = extra.get("grid_extended")
+    if extended:
+        added = ", ".join(_fmt(v) for v in extended["added"])
+        notes.append(f"- grid extended {extended['direction']}: {extended['parameter']} = "
+                     f"{added} added ({extended['reason']})")
+    note = (extra.get("convergence") or {}).get("note")
+    if note:
+        notes.append(f"- convergence: {note}")
+    return notes
+
+
 def render_markdown(report: Mapping) -> str:
     """Markdown rendering of a :func:`build_report` dict."""
     lines = ["# featpipe report", ""]
@@ -55,8 +68,11 @@ def render_markdown(report: Mapping) -> str:
             f"- cross-validated {search['scoring']}: {_fmt(search['best_score'])} "
             f"({search['n_splits']} folds)",
             f"- search time: {search['fit_seconds']:.2f} s (refit {search['refit_seconds']:.2f} s)",
+            *_search_notes(search.get("extra") or {}),
             "",
         ]
+        if report.get("cv_curve"):
+            lines += ["![CV curve](cv_curve.png)", ""]
         rows = sorted(search["cv_table"], key=lambda r: (-r["mean_test_score"], r["rank"]))
         lines += _table(
             ["rank", "parameters", f"mean {search['scoring']}", "std", "fit s"],

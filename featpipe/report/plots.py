@@ -53,6 +53,44 @@ def _confusion_figure(evaluation: Mapping):
     return figure
 
 
+def curve_parameter(cv_table: list[dict]) -> str | None:
+    """The one numeric parameter that varies across the candidates (None if not exactly one)."""
+    if len(cv_table) < 2:
+        return None
+    varying = [name for name in cv_table[0]["params"]
+               if len({repr(row["params"][name]) for row in cv_table}) > 1]
+    if len(varying) != 1 or not all(isinstance(row["params"][varying[0]], (int, float))
+                                    for row in cv_table):
+        return None
+    return varying[0]
+
+
+def cv_curve_figure(search: Mapping):
+    """Mean CV score (± std over folds) against the one varying parameter; the chosen value
+    marked. None when the candidates do not vary in exactly one numeric parameter."""
+    name = curve_parameter(search["cv_table"])
+    if name is None:
+        return None
+    rows = sorted(search["cv_table"], key=lambda r: r["params"][name])
+    x = np.array([r["params"][name] for r in rows], dtype=float)
+    mean = np.array([r["mean_test_score"] for r in rows])
+    std = np.array([r.get("std_test_score", 0.0) for r in rows])
+    figure = _new_figure(5.5, 3.5)
+    ax = figure.add_subplot(1, 1, 1)
+    ax.plot(x, mean, marker="o")
+    ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    best = search["best_params"][name]
+    ax.axvline(best, color="k", linestyle=":", label=f"chosen {name.split('__')[-1]}={best:g}")
+    if x.min() > 0 and x.max() / x.min() > 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(name)
+    ax.set_ylabel(f"mean CV {search['scoring']}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
 def _run_summary(run: Mapping) -> dict:
     """Headline numbers of a run: a report dict is summarised, a flat dict is used as is."""
     if "evaluation" not in run and "search" not in run:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from featpipe.fileio import atomic_write, json_default
 from featpipe.report.markdown import render_markdown
-from featpipe.report.plots import _confusion_figure
+from featpipe.report.plots import _confusion_figure, cv_curve_figure
 
 
 def build_report(
@@ -40,7 +40,8 @@ def build_report(
 def write_report(
     out_dir, *, search=None, evaluation: Mapping | None = None, meta: Mapping | None = None
 ) -> list[Path]:
-    """Write ``report.json``, ``report.md`` and (with an evaluation) ``confusion.png``.
+    """Write ``report.json``, ``report.md``, ``cv_curve.png`` (when the candidates vary in one
+    numeric parameter) and (with an evaluation) ``confusion.png``.
 
     Each file is written under a temporary name and renamed, so a failure leaves no
     partial file.
@@ -61,8 +62,9 @@ def write_report(
         The files written.
     """
     report = build_report(search=search, evaluation=evaluation, meta=meta)
+    curve = cv_curve_figure(report["search"]) if "search" in report else None
     text_json = json.dumps(report, indent=2, default=json_default)
-    text_md = render_markdown(report)
+    text_md = render_markdown({**report, "cv_curve": curve is not None})
     figure = _confusion_figure(evaluation) if evaluation is not None else None
 
     out_dir = Path(out_dir)
@@ -71,6 +73,9 @@ def write_report(
         atomic_write(out_dir / "report.json", lambda f: f.write(text_json.encode())),
         atomic_write(out_dir / "report.md", lambda f: f.write(text_md.encode())),
     ]
+    if curve is not None:
+        written.append(atomic_write(out_dir / "cv_curve.png",
+                                    lambda f: curve.savefig(f, format="png", dpi=100)))
     if figure is not None:
         written.append(
             atomic_write(

@@ -11,7 +11,7 @@ from featpipe.classical.recipes import RECIPE_CONSTRAINTS, Reduction
 from featpipe.classical.search import SEARCH_CONSTRAINTS, SearchConfig, SearchResult
 from featpipe.errors import FeatpipeError
 from featpipe.fileio import checked_output
-from featpipe.params import InstanceOf, SequenceOf, validate
+from featpipe.params import InstanceOf, Interval, SequenceOf, validate
 from featpipe.provenance import model_provenance
 from featpipe.store.reader import FeatureSet, FeatureStore
 from featpipe.workflows.data import load_compatible, split_train_test
@@ -28,6 +28,8 @@ TRAINING_CONSTRAINTS = {
     "search": SEARCH_CONSTRAINTS["method"],
     "seed": [int],
     "stats_from": [str],
+    "max_iter": [Interval(int, 1, None), None],
+    "progress": ["boolean"],
 }
 
 
@@ -56,6 +58,10 @@ class TrainingSpec:
     stats_from : str, default="train"
         Standardization statistics from each training fold (``"train"``), every row of the
         store (``"all"``) or another store (a path).
+    max_iter : int or None, default=None
+        The classifier's iteration limit (None: the recipe's).
+    progress : bool, default=False
+        A progress bar over the candidate fits on stderr.
     """
 
     recipe: str | None = "fne"
@@ -72,6 +78,8 @@ class TrainingSpec:
     seed: int = 0
     cache_dir: str | None = None
     stats_from: str = "train"
+    max_iter: int | None = None
+    progress: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -84,7 +92,8 @@ class TrainingSpec:
         """The search options as a :class:`~featpipe.classical.search.SearchConfig`."""
         return SearchConfig(method=self.search, cv=self.cv, scoring=self.scoring,
                             n_jobs=self.n_jobs, random_state=self.seed,
-                            cache_dir=self.cache_dir or DEFAULT_CACHE_DIR)
+                            cache_dir=self.cache_dir or DEFAULT_CACHE_DIR,
+                            progress=self.progress)
 
     def describe(self) -> dict:
         """The options as JSON-ready values (recorded in the model file and the report)."""
@@ -124,6 +133,10 @@ class FitOutcome(Scored):
     def summary_line(self) -> str:
         line = (f"wrote {self.model_path}: best CV {self.search.best_score:.4f} with "
                 f"{self.search.best_params}")
+        extended = self.search.extra.get("grid_extended")
+        if extended:
+            line += (f" (grid extended {extended['direction']} its edge: "
+                     f"{', '.join(f'{v:g}' for v in extended['added'])})")
         if self.evaluation is not None:
             line += (f"; test accuracy {self.evaluation['accuracy']:.4f}, balanced "
                      f"{self.evaluation['balanced_accuracy']:.4f}")
@@ -150,6 +163,11 @@ def fit_features(train: FeatureSet, spec: TrainingSpec, *, statistics_pool=None)
         spec.recipe, layer_slices=train.layer_slices, normalize=spec.normalize,
         discretize=spec.discretize, reduce=spec.reduce, classifier=spec.classifier,
         random_state=spec.seed)
+    if spec.max_iter is not None:
+        if "clf__max_iter" not in pipeline.get_params():
+            raise FeatpipeError(f"`max_iter` does not apply to "
+                                f"{type(pipeline.named_steps['clf']).__name__}")
+        pipeline.set_params(clf__max_iter=spec.max_iter)
     if statistics_pool is not None:
         use_pool_statistics(pipeline, statistics_pool)
     grid = {**grid, **spec.grid}
