@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-import numpy as np
-
 from featpipe.errors import FeatpipeError
 
 
@@ -88,6 +86,8 @@ def exclusive_lock(out: Path) -> Iterator[None]:
 
 def json_default(value):
     """``json.dumps(default=...)`` for NumPy scalars and arrays, paths, and anything else."""
+    import numpy as np  # here: the command line's --help needs no NumPy
+
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -109,10 +109,15 @@ def test_every_package_says_what_it_is_for_in_two_lines():
         assert doc and 1 <= len(doc.strip().splitlines()) <= 2, init
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["recipes"]])
+LEGACY_STORE = str(PACKAGE.parent / "tests" / "data" / "legacy" / "legacy-store.h5")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["recipes"], ["info", LEGACY_STORE]])
 def test_commands_that_need_no_torch_do_not_import_it(argv):
+    """--help, recipes and info start in well under a second: no torch, no scikit-learn."""
     code = ("import sys\nfrom featpipe.cli import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'")
+            "heavy = [m for m in ('torch', 'sklearn', 'scipy') if m in sys.modules]\n"
+            "assert not heavy, heavy")
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

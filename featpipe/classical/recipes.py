@@ -25,18 +25,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.pipeline import Pipeline
+from typing import TYPE_CHECKING
 
 from featpipe.classical.classifiers import CLASSIFIERS, KORNBLITH_C_GRID, _logspace, make_classifier
-from featpipe.classical.transformers.layers import (
-    LayerL2Normalizer,
-    LayerSelector,
-    select_layer_slices,
-)
-from featpipe.classical.transformers.reduction import ClippedPCA, ClippedUMAP
-from featpipe.classical.transformers.scaling import FNEDiscretizer, Standardizer, feature_statistics
 from featpipe.errors import FeatpipeError
+
+if TYPE_CHECKING:  # scikit-learn is imported when a pipeline is built: listing recipes is quick
+    from sklearn.pipeline import Pipeline
 from featpipe.params import Interval, Options, SequenceOf, validate
 
 NORMALIZERS = ("l2", "layer-l2", "standard", "none")
@@ -268,6 +263,10 @@ def build_recipe(
 def _build_pipeline(
     *, normalize, discretize, reduce, classifier, layer_slices, layers, random_state, memory
 ) -> Pipeline:
+    from sklearn.pipeline import Pipeline
+
+    from featpipe.classical.transformers import FNEDiscretizer, LayerSelector, select_layer_slices
+
     steps = []
     if layers is not None:
         if layer_slices is None:
@@ -290,6 +289,8 @@ def _build_pipeline(
 
 
 def _make_normalizer(normalize: str, layer_slices):
+    from featpipe.classical.transformers import LayerL2Normalizer, Standardizer
+
     return {
         "l2": lambda: LayerL2Normalizer(),
         "layer-l2": lambda: LayerL2Normalizer(layer_slices=layer_slices),
@@ -299,6 +300,8 @@ def _make_normalizer(normalize: str, layer_slices):
 
 
 def _make_reducer(reduce: Reduction, random_state):
+    from featpipe.classical.transformers import ClippedPCA, ClippedUMAP
+
     if reduce.method == "pca":
         return ClippedPCA(n_components=reduce.n_components, random_state=random_state)
     return ClippedUMAP(n_components=reduce.n_components, random_state=random_state)
@@ -330,6 +333,10 @@ def use_pool_statistics(pipeline: Pipeline, pool) -> Pipeline:
     >>> use_pool_statistics(pipe, pool).named_steps["normalize"].statistics[0].tolist()
     [1.0, 2.0]
     """
+    from sklearn.base import clone
+
+    from featpipe.classical.transformers import Standardizer, feature_statistics
+
     normalizer = pipeline.named_steps.get("normalize")
     if not isinstance(normalizer, Standardizer):
         raise FeatpipeError(
