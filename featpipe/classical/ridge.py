@@ -121,7 +121,10 @@ class _RidgePath:
             self.B = _apply_q(self.R, self.tau, np.array(self.rhs), "L")
         else:  # MRRR ("evr"): exact to float64 round-off, O(m) workspace beyond U
             w, self.U = eigh(M, lower=True, overwrite_a=True, check_finite=False, driver="evr")
-            self.w = np.maximum(w, 0.0)  # round-off can make null eigenvalues slightly negative
+            # Null eigenvalues (the centred Gram matrix always has the constant vector) come out
+            # as ±1e-16·λ_max·m; make them exact zeros: LOO's ``1 - h`` cancels them against
+            # ``offset`` and would keep an error of ~w_null/alpha² otherwise.
+            self.w = np.where(w > len(w) * np.finfo(float).eps * w[-1], w, 0.0)
             self.B = self.U.T @ self.rhs
 
     def decisions(self, test, alphas):
