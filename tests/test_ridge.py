@@ -59,7 +59,8 @@ def test_kfold_equals_ridgeclassifier_per_alpha_and_fold(n, p, n_classes, fit_in
     # Refit on all rows with the chosen alpha.
     ref = RidgeClassifier(alpha=clf.alpha_, fit_intercept=fit_intercept, solver="svd").fit(X, y)
     np.testing.assert_allclose(clf.coef_, ref.coef_.reshape(clf.coef_.shape), rtol=1e-7, atol=1e-10)
-    np.testing.assert_allclose(clf.intercept_, np.broadcast_to(ref.intercept_, clf.intercept_.shape), atol=1e-9)
+    intercept = np.broadcast_to(ref.intercept_, clf.intercept_.shape)
+    np.testing.assert_allclose(clf.intercept_, intercept, atol=1e-9)
     np.testing.assert_allclose(clf.decision_function(X), ref.decision_function(X), atol=1e-8)
 
 
@@ -70,7 +71,8 @@ def test_balanced_accuracy_scores_each_fold():
     clf.fit(X, y)
     for j, (train, test) in enumerate(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y)):
         for i, alpha in enumerate(ALPHAS):
-            pred = RidgeClassifier(alpha=alpha, solver="svd").fit(X[train], y[train]).predict(X[test])
+            ref = RidgeClassifier(alpha=alpha, solver="svd").fit(X[train], y[train])
+            pred = ref.predict(X[test])
             assert clf.cv_scores_[i, j] == pytest.approx(balanced_accuracy_score(y[test], pred))
 
 
@@ -83,8 +85,8 @@ def test_leave_one_out_equals_brute_force(n, p, n_classes, fit_intercept):
     for k in range(n):
         keep = np.arange(n) != k
         for i, alpha in enumerate(ALPHAS):
-            ridge = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd").fit(X[keep], Y[keep])
-            brute[i, k] = ridge.predict(X[k : k + 1])
+            ridge = Ridge(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
+            brute[i, k] = ridge.fit(X[keep], Y[keep]).predict(X[k : k + 1])
     path = _RidgePath(X, Y, np.arange(n), fit_intercept, "eigen")
     loo = np.empty_like(brute)
     for i, rows, decision in path.loo_decisions(ALPHAS):
@@ -124,7 +126,8 @@ def test_alphas_are_sorted_and_deduplicated():
     np.testing.assert_array_equal(clf.alphas_, [0.1, 1.0, 10.0])
     assert clf.cv_scores_.shape == (3, 2)
     assert RidgeProbeClassifier(5.0).fit(X, y).alpha_ == 5.0  # one alpha: a plain ridge fit
-    assert len(DEFAULT_ALPHAS) == 45 and RidgeProbeClassifier().fit(X, y).cv_scores_.shape == (45, 1)
+    assert len(DEFAULT_ALPHAS) == 45
+    assert RidgeProbeClassifier().fit(X, y).cv_scores_.shape == (45, 1)
 
 
 def test_binary_with_string_labels():

@@ -13,6 +13,7 @@ The refit on all rows is one Cholesky solve (k-fold) or reuses the leave-one-out
 from __future__ import annotations
 
 from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 from scipy.linalg import eigh, solve, solveh_banded
@@ -68,7 +69,7 @@ def _apply_q(R, tau, C, side):
     part = np.asfortranarray(C[1:] if side == "L" else C[:, 1:])
     trans = "T" if side == "L" else "N"
     lwork = int(dormqr(side, trans, R, tau, part, -1)[1][0])
-    part, _, info = dormqr(side, trans, R, tau, part, lwork, overwrite_c=1)
+    part, _, _ = dormqr(side, trans, R, tau, part, lwork, overwrite_c=1)
     if side == "L":
         C[1:] = part
     else:
@@ -81,7 +82,7 @@ def _tridiagonalize(M):
     reflectors of ``Q`` moved to an ``(m-1) × (m-1)`` Fortran array in ``M``'s own memory."""
     m = len(M)
     lwork = max(int(dsytrd_lwork(m, lower=1)[0]), m)
-    c, d, e, tau, info = dsytrd(M, lower=1, lwork=lwork, overwrite_a=1)
+    c, d, e, tau, _ = dsytrd(M, lower=1, lwork=lwork, overwrite_a=1)
     flat = c.reshape(-1, order="F")  # a view: the reflectors of Q' are c[1:, :-1]
     for j in range(m - 1):  # column j moves back by j + 1 places; earlier columns are done
         flat[j * (m - 1) : (j + 1) * (m - 1)] = flat[j * m + 1 : (j + 1) * m]
@@ -99,7 +100,7 @@ class _RidgePath:
 
     def __init__(self, X, Y, train, fit_intercept, method):
         n, p = len(train), X.shape[1]
-        self.X, self.train, self.dual, self.method = X, train, n <= p, method
+        self.X, self.train, self.dual = X, train, n <= p
         self.mean = _mean(X, train) if fit_intercept else np.zeros(p)
         self.ybar = Y[train].mean(axis=0) if fit_intercept else np.zeros(Y.shape[1])
         self.offset = 1.0 / n if fit_intercept else 0.0
@@ -173,7 +174,8 @@ class _RidgePath:
         """``(p, K)`` coefficients of the ridge fit with ``alpha`` (uses up ``M`` if kept)."""
         if hasattr(self, "M"):
             self.M[np.diag_indices_from(self.M)] += alpha
-            S = solve(self.M, self.rhs, assume_a="pos", lower=True, overwrite_a=True, check_finite=False)
+            S = solve(self.M, self.rhs, assume_a="pos", lower=True, overwrite_a=True,
+                      check_finite=False)
             del self.M
         else:
             S = self.U @ (self.B / (self.w + alpha)[:, None])
@@ -253,7 +255,7 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
     True
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "alphas": ["array-like", Interval(Real, 0, None, closed="neither")],
         "cv": ["cv_object"],
         "scoring": [StrOptions({"accuracy", "balanced_accuracy"})],
