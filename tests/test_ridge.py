@@ -182,3 +182,15 @@ def test_one_class_raises():
     X, _ = make_data(10, 3, 2)
     with pytest.raises(ValueError, match="2 classes"):
         RidgeProbeClassifier().fit(X, np.zeros(10))
+
+
+def test_leave_one_out_splitter_agrees_with_closed_form_loo():
+    from sklearn.model_selection import LeaveOneOut
+
+    X, y = make_data(21, 30, 3, seed=11)
+    closed = RidgeProbeClassifier(ALPHAS).fit(X, y)
+    folds = RidgeProbeClassifier(ALPHAS, cv=LeaveOneOut()).fit(X, y)  # one "tridiagonal" per row
+    assert folds.cv_scores_.shape == (len(ALPHAS), 21)
+    np.testing.assert_allclose(folds.cv_scores_.mean(axis=1), closed.cv_scores_[:, 0])
+    assert folds.alpha_ == closed.alpha_
+    np.testing.assert_allclose(folds.coef_, closed.coef_, rtol=1e-7, atol=1e-10)
