@@ -232,7 +232,9 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
     alpha_ : float
         The alpha with the best mean CV score; on ties the largest (most regularised).
     alpha_at_edge_ : bool
-        True when ``alpha_`` is the smallest or largest of ``alphas_``: extend the grid there.
+        True when ``alpha_`` is the smallest or largest of ``alphas_``: extend the grid there
+        (and stop extending once ``best_score_`` no longer improves: a plateau of equal scores
+        reaching the top of the grid keeps choosing its largest alpha).
     alphas_ : ndarray of shape (n_alphas,)
         The grid, sorted ascending; the rows of ``cv_scores_``.
     cv_scores_ : ndarray of shape (n_alphas, n_splits)
@@ -240,9 +242,17 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
     best_score_ : float
         Mean of ``cv_scores_`` over the folds at ``alpha_``.
     coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        In the dtype of ``X`` (computed in float64).
     intercept_ : ndarray of shape (1,) or (n_classes,)
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
+
+    Notes
+    -----
+    Unlike ``RidgeClassifierCV(cv=None)``, which ranks alphas by the squared error of the LOO
+    decision values, the leave-one-out choice here is by ``scoring`` of the LOO predictions.
+    Fitting is NumPy/SciPy (LAPACK) only; ``decision_function`` and ``predict`` come from
+    scikit-learn's ``LinearClassifierMixin``.
 
     Examples
     --------
