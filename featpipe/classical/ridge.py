@@ -1,0 +1,341 @@
+"""Closed-form ridge probe: every alpha of every fold from one matrix decomposition per fold.
+
+:class:`RidgeProbeClassifier` is a scikit-learn classifier (one-vs-rest targets in {-1, 1},
+as :class:`~sklearn.linear_model.RidgeClassifier`) that picks its regularisation from a grid by
+exact stratified k-fold or exact leave-one-out scores. Per training block it forms, in float64,
+the smaller of the two normal matrices (the Gram matrix ``Xc Xcᵀ`` when there are no more rows
+than features, else ``Xcᵀ Xc``) and decomposes it once: a k-fold fold by a symmetric
+tridiagonal reduction ``Q T Qᵀ`` (each alpha is then an O(m) tridiagonal solve per target), the
+leave-one-out fit by an eigendecomposition (the hat matrix diagonal of every alpha needs it).
+The refit on all rows is one Cholesky solve (k-fold) or reuses the leave-one-out decomposition.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+from scipy.linalg import eigh, solve, solveh_banded
+from scipy.linalg.blas import dsyrk
+from scipy.linalg.lapack import dormqr, dsytrd, dsytrd_lwork
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.model_selection import StratifiedKFold, check_cv
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import validate_data
+
+# 45 log-spaced values, four per decade over [1e-3, 1e8]: for standardized features the
+# eigenvalues of Xc Xcᵀ sum to n·p, so 1e-3 is unregularised (minimum-norm) for any realistic
+# n and 1e8 >= n·p up to 10k x 10k reaches the other limit (a class-centroid classifier).
+DEFAULT_ALPHAS = tuple(np.logspace(-3, 8, 45).tolist())
+
+# Float64 elements in one temporary block of X (4 MiB): X is converted and centred block by block.
+_BLOCK = 1 << 19
+
+
+def _row_blocks(rows, width):
+    step = max(1, _BLOCK // max(width, 1))
+    for start in range(0, len(rows), step):
+        yield slice(start, start + step), rows[start : start + step]
+
+
+def _col_blocks(width, height):
+    step = max(1, _BLOCK // max(height, 1))
+    for start in range(0, width, step):
+        yield slice(start, start + step)
+
+
+def _mean(X, rows):
+    total = np.zeros(X.shape[1])
+    for _, r in _row_blocks(rows, X.shape[1]):
+        total += X[r].sum(axis=0, dtype=np.float64)
+    return total / len(rows)
+
+
+def _xt_dot(X, rows, mean, S):
+    """``(X[rows] - mean)ᵀ @ S`` in float64, one block of rows at a time."""
+    out = np.zeros((X.shape[1], S.shape[1]))
+    for part, r in _row_blocks(rows, X.shape[1]):
+        out += (X[r] - mean).T @ S[part]
+    return out
+
+
+def _apply_q(R, tau, C, side):
+    """``Qᵀ C`` (side "L") or ``C Q`` (side "R"), in place, for ``Q = diag(1, Q')`` of sytrd."""
+    if len(tau) == 0:
+        return C
+    part = np.asfortranarray(C[1:] if side == "L" else C[:, 1:])
+    trans = "T" if side == "L" else "N"
+    lwork = int(dormqr(side, trans, R, tau, part, -1)[1][0])
+    part, _, _ = dormqr(side, trans, R, tau, part, lwork, overwrite_c=1)
+    if side == "L":
+        C[1:] = part
+    else:
+        C[:, 1:] = part
+    return C
+
+
+def _tridiagonalize(M):
+    """``M = Q T Qᵀ`` in place (LAPACK sytrd, lower triangle): ``d``, ``e`` of ``T`` and the
+    reflectors of ``Q`` moved to an ``(m-1) × (m-1)`` Fortran array in ``M``'s own memory."""
+    m = len(M)
+    lwork = max(int(dsytrd_lwork(m, lower=1)[0]), m)
+    c, d, e, tau, _ = dsytrd(M, lower=1, lwork=lwork, overwrite_a=1)
+    flat = c.reshape(-1, order="F")  # a view: the reflectors of Q' are c[1:, :-1]
+    for j in range(m - 1):  # column j moves back by j + 1 places; earlier columns are done
+        flat[j * (m - 1) : (j + 1) * (m - 1)] = flat[j * m + 1 : (j + 1) * m]
+    return d, e, flat[: (m - 1) ** 2].reshape((m - 1, m - 1), order="F"), tau
+
+
+class _RidgePath:
+    """Ridge regressions of the ±1 targets ``Y[train]`` on ``X[train]`` for any alpha.
+
+    The normal matrix ``M`` (``Xc Xcᵀ`` if ``dual`` else ``Xcᵀ Xc``) is reduced once, by
+    ``method``: "eigen" (``M = U diag(w) Uᵀ``: leave-one-out needs the hat matrix diagonal),
+    "tridiagonal" (``M = Q T Qᵀ``: each alpha is then a tridiagonal solve; about half the cost
+    of "eigen", no second m × m array) or "cholesky" (kept for one solve: the refit).
+    """
+
+    def __init__(self, X, Y, train, fit_intercept, method):
+        n, p = len(train), X.shape[1]
+        self.X, self.train, self.dual = X, train, n <= p
+        self.mean = _mean(X, train) if fit_intercept else np.zeros(p)
+        self.ybar = Y[train].mean(axis=0) if fit_intercept else np.zeros(Y.shape[1])
+        self.offset = 1.0 / n if fit_intercept else 0.0
+        self.Yc = Y[train] - self.ybar
+        self.rhs = self.Yc if self.dual else _xt_dot(X, train, self.mean, self.Yc)
+        # Lower triangle of M by rank-k updates into one Fortran array (no second m × m copy).
+        M = np.zeros((n, n) if self.dual else (p, p), order="F")
+        if self.dual:
+            for cols in _col_blocks(p, n):
+                M = dsyrk(1.0, (X[train, cols] - self.mean[cols]).T, trans=1, beta=1.0, c=M,
+                          lower=1, overwrite_c=True)
+        else:
+            for _, r in _row_blocks(train, p):
+                M = dsyrk(1.0, (X[r] - self.mean).T, beta=1.0, c=M, lower=1, overwrite_c=True)
+        if method == "cholesky":
+            self.M = M
+        elif method == "tridiagonal":
+            self.d, self.e, self.R, self.tau = _tridiagonalize(M)
+            self.B = _apply_q(self.R, self.tau, np.array(self.rhs), "L")
+        else:  # MRRR ("evr"): exact to float64 round-off, O(m) workspace beyond U
+            w, self.U = eigh(M, lower=True, overwrite_a=True, check_finite=False, driver="evr")
+            # Null eigenvalues (the centred Gram matrix always has the constant vector) come out
+            # as ±1e-16·λ_max·m; make them exact zeros: LOO's ``1 - h`` cancels them against
+            # ``offset`` and would keep an error of ~w_null/alpha² otherwise.
+            self.w = np.where(w > len(w) * np.finfo(float).eps * w[-1], w, 0.0)
+            self.B = self.U.T @ self.rhs
+
+    def decisions(self, test, alphas):
+        """Yield ``(i, test, decision values of X[test] for alphas[i])`` ("tridiagonal")."""
+        X, p = self.X, self.X.shape[1]
+        if self.dual:  # G = (X[test] - mean) Xcᵀ Q
+            G = np.zeros((len(test), len(self.train)), order="F")
+            for cols in _col_blocks(p, len(self.train) + len(test)):
+                G += (X[test, cols] - self.mean[cols]) @ (X[self.train, cols] - self.mean[cols]).T
+        else:
+            G = np.empty((len(test), p), order="F")
+            for part, r in _row_blocks(test, p):
+                G[part] = X[r] - self.mean
+        G = _apply_q(self.R, self.tau, G, "R")
+        band = np.zeros((2, len(self.d)))
+        band[0, 1:] = self.e
+        for i, alpha in enumerate(alphas):
+            band[1] = self.d + alpha
+            S = solveh_banded(band, self.B, check_finite=False) if len(band[1]) > 1 else \
+                self.B / band[1, 0]  # scipy's ptsv path rejects 1 × 1
+            yield i, test, G @ S + self.ybar
+
+    def loo_decisions(self, alphas):
+        """Yield ``(i, rows, leave-one-out decision values of rows for alphas[i])``.
+
+        Exact LOO residuals ``r / (1 - h)`` with ``h`` the diagonal of the hat matrix (the
+        intercept is an unpenalised column of ones: ``h = offset + Σ_j Z_ij² / (w_j + alpha)``).
+        """
+        U, B, winv = self.U, self.B, 1.0 / (self.w[:, None] + np.asarray(alphas)[None, :])
+        if self.dual:  # U is a full basis: 1 - h = alpha Σ_j U_ij² / (w_j + alpha) - offset
+            one_minus_h = np.empty((len(U), len(alphas)))
+            for part, _ in _row_blocks(np.arange(len(U)), len(U)):
+                one_minus_h[part] = (U[part] ** 2 @ winv) * alphas - self.offset
+            for i, alpha in enumerate(alphas):
+                residual = alpha * (U @ (B * winv[:, i : i + 1]))
+                yield i, slice(None), self.Yc + self.ybar - residual / one_minus_h[:, i : i + 1]
+            return
+        for part, r in _row_blocks(self.train, self.X.shape[1]):
+            Z = (self.X[r] - self.mean) @ U
+            one_minus_h = 1.0 - self.offset - Z**2 @ winv
+            for i in range(len(alphas)):
+                residual = self.Yc[part] - Z @ (B * winv[:, i : i + 1])
+                yield i, part, self.Yc[part] + self.ybar - residual / one_minus_h[:, i : i + 1]
+
+    def coef(self, alpha):
+        """``(p, K)`` coefficients of the ridge fit with ``alpha`` (uses up ``M`` if kept)."""
+        if hasattr(self, "M"):
+            self.M[np.diag_indices_from(self.M)] += alpha
+            S = solve(self.M, self.rhs, assume_a="pos", lower=True, overwrite_a=True,
+                      check_finite=False)
+            del self.M
+        else:
+            S = self.U @ (self.B / (self.w + alpha)[:, None])
+        return _xt_dot(self.X, self.train, self.mean, S) if self.dual else S
+
+
+def _labels(decision):
+    return (decision[:, 0] > 0).astype(np.intp) if decision.shape[1] == 1 else decision.argmax(1)
+
+
+def _scores(pred, y, scoring):
+    """Accuracy or balanced accuracy of each row of ``pred`` (n_alphas × n) against ``y``."""
+    correct = pred == y
+    if scoring == "accuracy":
+        return correct.mean(axis=1)
+    return np.mean([correct[:, y == c].mean(axis=1) for c in np.unique(y)], axis=0)
+
+
+class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
+    """Ridge classifier whose alpha is chosen by exact CV scores from closed-form ridge paths.
+
+    Targets are one-vs-rest in {-1, 1} (as :class:`~sklearn.linear_model.RidgeClassifier`);
+    ``predict`` is the argmax of ``decision_function`` (its sign for two classes). For each
+    training block (a fold, or all rows) the normal matrix with the smaller side (``Xc Xcᵀ`` if
+    there are no more rows than features, else ``Xcᵀ Xc``) is formed and decomposed once, in
+    float64 (float32 normal matrices would lose ~1e-7 × λ_max, more than small alphas); the
+    held-out decision values of every alpha then cost a tridiagonal solve and a matrix product.
+    ``X`` itself stays in its dtype (float32 is not copied); it is centred and converted to
+    float64 a 4 MiB block at a time. Peak extra memory is about one float64 ``m × m`` matrix
+    (k-fold) or two (leave-one-out: the matrix and its eigenvectors), ``m = min(n_train_rows,
+    n_features)``. The reductions are backward stable: errors of about ``1e-16 × λ_max``,
+    negligible next to ``alpha`` unless alpha is below about ``1e-10 × λ_max``.
+
+    Parameters
+    ----------
+    alphas : array-like of float > 0, default=DEFAULT_ALPHAS
+        The regularisation grid (sorted ascending into ``alphas_``). The default, 45 values four
+        per decade over [1e-3, 1e8], spans, for standardized features, from no regularisation to
+        the class-centroid limit up to n × p = 1e8.
+    cv : int, cross-validation generator, iterable or None, default=None
+        None: exact leave-one-out from the decomposition of all rows (which the refit reuses).
+        int k: ``StratifiedKFold(k, shuffle=True, random_state=random_state)``, one
+        tridiagonal reduction per fold, then a Cholesky refit. Other splitters are used as given.
+    scoring : {"accuracy", "balanced_accuracy"}, default="accuracy"
+        Score of the held-out predictions per fold (for leave-one-out: of all rows' LOO
+        predictions at once).
+    fit_intercept : bool, default=True
+        Fit an unpenalised intercept (centre X and Y with the training block's means only).
+    random_state : int, RandomState instance or None, default=0
+        Shuffling of the folds when ``cv`` is an int.
+
+    Attributes
+    ----------
+    alpha_ : float
+        The alpha with the best mean CV score; on ties the largest (most regularised).
+    alpha_at_edge_ : bool
+        True when ``alpha_`` is the smallest or largest of ``alphas_``: extend the grid there
+        (and stop extending once ``best_score_`` no longer improves: a plateau of equal scores
+        reaching the top of the grid keeps choosing its largest alpha).
+    alphas_ : ndarray of shape (n_alphas,)
+        The grid, sorted ascending; the rows of ``cv_scores_``.
+    cv_scores_ : ndarray of shape (n_alphas, n_splits)
+        Score of each alpha on each fold (``n_splits = 1`` for leave-one-out).
+    best_score_ : float
+        Mean of ``cv_scores_`` over the folds at ``alpha_``.
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        In the dtype of ``X`` (computed in float64).
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+
+    Notes
+    -----
+    Unlike ``RidgeClassifierCV(cv=None)``, which ranks alphas by the squared error of the LOO
+    decision values, the leave-one-out choice here is by ``scoring`` of the LOO predictions.
+    Fitting is NumPy/SciPy (LAPACK) only; ``decision_function`` and ``predict`` come from
+    scikit-learn's ``LinearClassifierMixin``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = RidgeProbeClassifier(cv=5).fit(X[:1000], y[:1000])
+    >>> clf.cv_scores_.shape, bool(clf.alpha_at_edge_)
+    ((45, 5), False)
+    >>> round(float(clf.score(X[1000:], y[1000:])), 2) > 0.85
+    True
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "alphas": ["array-like", Interval(Real, 0, None, closed="neither")],
+        "cv": ["cv_object"],
+        "scoring": [StrOptions({"accuracy", "balanced_accuracy"})],
+        "fit_intercept": ["boolean"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, alphas=DEFAULT_ALPHAS, *, cv=None, scoring="accuracy", fit_intercept=True,
+                 random_state=0):
+        self.alphas = alphas
+        self.cv = cv
+        self.scoring = scoring
+        self.fit_intercept = fit_intercept
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Score every alpha by cross-validation, then refit on all rows with the best one.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Float32 input is kept as float32.
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self : RidgeProbeClassifier
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        alphas = np.unique(np.asarray(self.alphas, dtype=np.float64).ravel())
+        if alphas.size == 0 or not np.all(np.isfinite(alphas)) or alphas[0] <= 0:
+            raise ValueError(f"alphas must be positive and finite; got {self.alphas!r}")
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError("RidgeProbeClassifier needs at least 2 classes; got 1 class")
+        if len(self.classes_) == 2:
+            Y = np.where(y_index == 1, 1.0, -1.0)[:, None]
+        else:
+            Y = -np.ones((len(y), len(self.classes_)))
+            Y[np.arange(len(y)), y_index] = 1.0
+        rows = np.arange(len(y))
+        if self.cv is None:
+            path = _RidgePath(X, Y, rows, self.fit_intercept, "eigen")
+            pred = np.empty((len(alphas), len(y)), dtype=np.intp)
+            for i, part, decision in path.loo_decisions(alphas):
+                pred[i, part] = _labels(decision)
+            scores = _scores(pred, y_index, self.scoring)[:, None]
+        else:
+            if isinstance(self.cv, Integral):
+                splitter = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
+            else:
+                splitter = check_cv(self.cv, y, classifier=True)
+            columns = []
+            for train, test in splitter.split(X, y_index):
+                fold = _RidgePath(X, Y, train, self.fit_intercept, "tridiagonal")
+                pred = np.empty((len(alphas), len(test)), dtype=np.intp)
+                for i, _, decision in fold.decisions(test, alphas):
+                    pred[i] = _labels(decision)
+                columns.append(_scores(pred, y_index[test], self.scoring))
+                del fold
+            scores = np.stack(columns, axis=1)
+            path = _RidgePath(X, Y, rows, self.fit_intercept, "cholesky")
+        mean_scores = scores.mean(axis=1)
+        best = int(np.flatnonzero(mean_scores == mean_scores.max())[-1])
+        self.alphas_, self.cv_scores_ = alphas, scores
+        self.alpha_, self.best_score_ = float(alphas[best]), float(mean_scores[best])
+        self.alpha_at_edge_ = best in (0, len(alphas) - 1)
+        coef = path.coef(self.alpha_)
+        self.coef_ = np.ascontiguousarray(coef.T, dtype=X.dtype)
+        self.intercept_ = (path.ybar - path.mean @ coef).astype(X.dtype)
+        return self
