@@ -228,3 +228,16 @@ def test_fit_summarises_fits_at_the_iteration_limit(capsys, tmp_path, lite0_stor
     code, _, err = run_cli(capsys, "fit", lite0_store, "--recipe", "umap-knn", "--max-iter", "5",
                            "--out", str(tmp_path / "k.skops"))
     assert code == 1 and "--max-iter does not apply to KNeighborsClassifier" in err
+
+
+def test_fit_ridge_recipe_on_the_last_layer_and_the_full_network(capsys, tmp_path, lite0_store):
+    for layers in ("last", "all"):
+        report = tmp_path / f"report-{layers}"
+        code, out, err = run_cli(capsys, "fit", lite0_store, "--recipe", "ridge", "--layers",
+                                 layers, "--cv", "3", "--test-split", "0.3", "--out",
+                                 str(tmp_path / f"{layers}.skops"), "--report", str(report))
+        assert code == 0, err
+        assert "best CV" in out and "clf__alpha" in out
+        assert (report / "cv_curve.png").exists()
+    code, out, _ = run_cli(capsys, "recipes")
+    assert "ridge " in out

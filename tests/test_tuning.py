@@ -106,3 +106,23 @@ def test_search_reports_fits_at_the_iteration_limit():
     convergence = result.extra["convergence"]
     assert convergence["fits_at_iteration_limit"] >= 4
     assert "raise `max_iter`" in convergence["note"]
+
+
+def test_ridge_recipe_tunes_itself_in_one_fit_and_extends_its_grid():
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(np.float32)
+    pipe, grid = build_recipe("ridge")
+    assert grid == {}
+    result = search(pipe, grid, X[:600], y[:600], SearchConfig(cv=3))
+    assert result.extra["search"] == "closed-form" and len(result.cv_table) == 45
+    assert result.best_score == pytest.approx(
+        max(row["mean_test_score"] for row in result.cv_table))
+    assert result.best_estimator.score(X[600:], y[600:]) > 0.85
+    # a grid whose best alpha sits at its bottom edge grows downwards, a decade at a time
+    pipe.set_params(clf__alphas=[1e6, 1e7])
+    before = search(pipe, {}, X[:600], y[:600], SearchConfig(cv=3, extend_grid=False))
+    grown = search(pipe, {}, X[:600], y[:600], SearchConfig(cv=3))
+    assert "grid_extended" not in before.extra
+    assert grown.extra["grid_extended"]["direction"] == "below"
+    assert grown.best_params["clf__alpha"] < 1e6 and grown.best_score > before.best_score
+    assert len(grown.cv_table) > 2

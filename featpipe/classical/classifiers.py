@@ -8,7 +8,7 @@ import numpy as np
 
 from featpipe.params import Options, validate
 
-CLASSIFIERS = ("linearsvc", "svc", "logistic", "knn", "ridge")
+CLASSIFIERS = ("linearsvc", "svc", "logistic", "knn", "ridge", "ridge-probe")
 
 
 # Kornblith, Shlens & Le (CVPR 2019): 45 log-spaced L2 regularization strengths in
@@ -25,7 +25,8 @@ def make_classifier(name: str, random_state: int | None = 0):
 
     Parameters
     ----------
-    name : {"linearsvc", "svc", "logistic", "knn", "ridge"}
+    name : {"linearsvc", "svc", "logistic", "knn", "ridge", "ridge-probe"}
+        ``ridge-probe`` tunes its own alpha by exact cross-validation (closed form).
     random_state : int or None, default=0
 
     Returns
@@ -51,7 +52,13 @@ def make_classifier(name: str, random_state: int | None = 0):
         ),
         "knn": lambda: KNeighborsClassifier(n_neighbors=5),
         "ridge": lambda: RidgeClassifier(alpha=1.0),
+        "ridge-probe": lambda: _ridge_probe(random_state),
     }
     validate({"classifier": name}, {"classifier": [Options(CLASSIFIERS)]})
     return factories[name]()
 
+
+def _ridge_probe(random_state):
+    from featpipe.classical.ridge import RidgeProbeClassifier
+
+    return RidgeProbeClassifier(cv=5, random_state=random_state)

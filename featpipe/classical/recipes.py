@@ -43,6 +43,7 @@ CLASSIFIER_GRIDS: dict[str, dict[str, list]] = {
     "logistic": {"clf__C": _logspace(-3, 3)},
     "knn": {"clf__n_neighbors": [1, 5, 10, 20]},
     "ridge": {"clf__alpha": _logspace(-2, 3)},
+    "ridge-probe": {},  # tunes its own alpha
 }
 
 
@@ -150,6 +151,16 @@ RECIPES: dict[str, Recipe] = {
             reduce=None,
             classifier="logistic",
             default_grid={"clf__C": KORNBLITH_C_GRID},
+        ),
+        Recipe(
+            "ridge",
+            "Closed-form ridge probe: standardization, ridge classifier whose alpha (45 values) "
+            "is chosen by exact k-fold CV from one decomposition per fold.",
+            normalize="standard",
+            discretize=False,
+            reduce=None,
+            classifier="ridge-probe",
+            default_grid={},
         ),
         Recipe(
             "pca-svm",

@@ -423,6 +423,11 @@ def search(
     config = SearchConfig() if config is None else config
     validate({"config": config}, {"config": [SearchConfig]})
     grid = _check_grid(pipeline, param_grid)
+    from featpipe.classical.closedform import closed_form_search, tunes_itself
+
+    if not grid and tunes_itself(pipeline):
+        validate_training_data(X, y, config.cv, class_names)
+        return closed_form_search(pipeline, X, y, config, SearchResult)
     n_splits, n_fits = _n_splits(config.cv), 0
     n_candidates = int(np.prod([len(v) for v in grid.values()]))
     with counting_convergence() as converged, \

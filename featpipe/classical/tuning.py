@@ -6,8 +6,8 @@ Grid extension: when the best value of the regularisation parameter (``clf__C`` 
 ``clf__alpha``) is the smallest or the largest of its grid, the optimum may lie beyond it. The
 search then evaluates one more value a decade further out on the same folds, and keeps going
 (at most :data:`MAX_EXTENSIONS` decades) while each new value is strictly better and again at
-the edge (on a plateau that reaches both edges, upwards first). ``SearchResult.extra
-["grid_extended"]`` records what was added and why.
+the edge; on a plateau that reaches both edges it tries upwards first, then downwards.
+``SearchResult.extra["grid_extended"]`` records what was added and why.
 """
 
 from __future__ import annotations
@@ -42,32 +42,39 @@ def extend_at_edges(result, grid: Mapping[str, list], rerun: Callable[[dict], ob
     name = extendable_parameter(grid)
     if name is None:
         return result
-    values, added = sorted(float(v) for v in grid[name]), []
+    values, added, failed = sorted(float(v) for v in grid[name]), [], set()
     for _ in range(MAX_EXTENSIONS):
-        top, bottom = (_score_at(result, name, edge) for edge in (values[-1], values[0]))
-        if result.best_score not in (top, bottom):
+        direction = _direction(result, name, values, failed)
+        if direction is None:
             break
-        below = top != result.best_score  # on a plateau reaching both edges, go up first
-        new = values[0] / 10 if below else values[-1] * 10
+        new = values[0] / 10 if direction == "below" else values[-1] * 10
         others = {k: [v] for k, v in result.best_params.items() if k != name}
         trial = rerun({**others, name: [new]})
         added.append(new)
         values = sorted([*values, new])
-        better = trial.best_score > result.best_score
         table = _merge_tables(result.cv_table, trial.cv_table)
         seconds = result.fit_seconds + trial.fit_seconds
-        if better:
+        if trial.best_score > result.best_score:
             trial.extra = {**result.extra, **{k: v for k, v in trial.extra.items()
                                               if k not in result.extra}}
             result = trial
+        else:
+            failed.add(direction)
         result.cv_table, result.fit_seconds = table, seconds
         result.extra["grid_extended"] = {
-            "parameter": name, "added": list(added),
-            "direction": "below" if below else "above",
+            "parameter": name, "added": list(added), "direction": direction,
             "reason": "the best value was at the edge of the grid"}
-        if not better:
-            break
     return result
+
+
+def _direction(result, name: str, values: list[float], failed: set) -> str | None:
+    """Which edge to extend past: one where the best score sits (upwards first when a
+    plateau reaches both), unless extending there did not help already."""
+    top, bottom = (_score_at(result, name, edge) for edge in (values[-1], values[0]))
+    for direction, score in (("above", top), ("below", bottom)):
+        if score == result.best_score and direction not in failed:
+            return direction
+    return None
 
 
 def _score_at(result, name: str, value: float) -> float | None:

@@ -1,0 +1,140 @@
+"""Issue 9's benchmark: is the classical stage ever the bottleneck?
+
+For each store (Fashion-MNIST PNGs: the prepared 3,000-image set, and a 12,000-image set made
+with ``python -m benchmarks.datasets prepare fashion-mnist --out benchmarks/data/fm12k
+--train-per-class 800 --test-per-class 400``), Lite0 at 128 px, ``full`` layers:
+
+1. ``featpipe extract`` builds the store (timed once, in a subprocess);
+2. ``featpipe fit STORE --recipe R --cv 5`` (default grid, CV + refit + test on the store's test
+   split) runs in its own subprocess per recipe: wall time, peak RSS (``os.wait4``), test
+   accuracy. ``fit ÷ extract`` is the target ratio (≤ 1); memory is reported as
+   (peak − a process holding the same imports) ÷ the bytes of the float32 training matrix X
+   (target ≤ 3);
+3. the same fit with ``--search grid`` (plain ``GridSearchCV`` over the same default grid) gives
+   the reference accuracy (target: within 0.5 points, or better) — only where
+   ``--reference`` names the store size.
+
+    python -m benchmarks.bench_classical [--sizes 3k,12k] [--recipes fne,ridge,...]
+        [--reference 3k] [--quick] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from benchmarks import harness
+
+NAME = "classical"
+STORES = {"3k": Path("benchmarks/data/fashion-mnist/manifest.csv"),
+          "12k": Path("benchmarks/data/fm12k/fashion-mnist/manifest.csv"),
+          "quick": Path("data/clipart-mini/manifest.csv")}
+RECIPES = {  # name -> featpipe fit options
+    "fne": ["--recipe", "fne"], "l2": ["--recipe", "l2"],
+    "linear-probe": ["--recipe", "linear-probe", "--layers", "last"],
+    "ridge": ["--recipe", "ridge"], "ridge (last layer)": ["--recipe", "ridge", "--layers", "last"],
+    "pca-svm": ["--recipe", "pca-svm"], "umap-knn": ["--recipe", "umap-knn"],
+    "standard + linearsvc": ["--normalize", "standard", "--classifier", "linearsvc"],
+}
+FIT_IMPORTS = ("featpipe.cli", "featpipe.workflows.fit", "featpipe.classical.recipes",
+               "featpipe.classical.search", "featpipe.classical.fastsearch",
+               "featpipe.classical.persist", "featpipe.report.writer",
+               "featpipe.classical.transformers", "sklearn.svm", "sklearn.linear_model",
+               "sklearn.decomposition", "skops.io", "torch")
+CHILD = ("import sys, " + ", ".join(FIT_IMPORTS)
+         + "; from featpipe.cli import main; sys.exit(main(sys.argv[1:]))")
+COLUMNS = ["size", "recipe", "search", "seconds", "fit_over_extract", "peak_rss_mib",
+           "extra_over_X", "test_accuracy", "cv_accuracy", "best_params", "grid_extended",
+           "load"]
+
+
+def extract_store(size: str, args) -> tuple[Path, float, float]:
+    """The store of ``size`` (built by `featpipe extract` in a subprocess): path, seconds,
+    bytes of the float32 training matrix."""
+    out = Path(args.features_dir) / f"classical-{size}.h5"
+    timing = out.with_suffix(".extract.json")
+    if not out.exists():
+        command = [sys.executable, "-m", "featpipe.cli", "extract", str(STORES[size]),
+                   "--out", str(out), "--layers", "full", "--image-size", "128", "--quiet"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _, seconds, code, err = harness.peak_rss_mib(command)
+        if code:
+            raise SystemExit(f"extract of {size} failed: {err}")
+        harness.write_json(timing, {"seconds": seconds, "load": harness.format_load(),
+                                    "date": harness.today()}, indent=2)
+    from featpipe.store import FeatureStore
+
+    store = FeatureStore.open(out)
+    n_train = int(sum(1 for s in store.splits[store.ok_rows] if s == "train"))
+    return out, harness.read_json(timing)["seconds"], n_train * store.n_features * 4.0
+
+
+def baseline_mib() -> float:
+    rss, _, code, err = harness.peak_rss_mib([sys.executable, "-c", CHILD.split(";")[0]])
+    if code:
+        raise SystemExit(f"import baseline failed: {err}")
+    return rss
+
+
+def fit_row(size: str, recipe: str, search: str, store: Path, work: Path, extract_seconds: float,
+            x_bytes: float, baseline: float, cv: int) -> dict:
+    report = work / f"{size}-{recipe}-{search}".replace(" ", "_").replace("(", "").replace(")", "")
+    command = [sys.executable, "-c", CHILD, "fit", str(store), *RECIPES[recipe], "--cv", str(cv),
+               "--search", search, "--out", str(report) + ".skops", "--report", str(report),
+               "--quiet"]
+    load = harness.format_load()
+    rss, seconds, code, err = harness.peak_rss_mib(command)
+    if code:
+        harness.log(f"[{size}] {recipe} ({search}) failed: {err}")
+        return {"size": size, "recipe": recipe, "search": search, "seconds": seconds,
+                "best_params": f"failed: {err}", "load": load}
+    result = json.loads((report / "report.json").read_text())
+    extended = result["search"].get("extra", {}).get("grid_extended")
+    row = {"size": size, "recipe": recipe, "search": search, "seconds": seconds,
+           "fit_over_extract": seconds / extract_seconds, "peak_rss_mib": rss,
+           "extra_over_X": (rss - baseline) * harness.MIB / x_bytes,
+           "test_accuracy": result["evaluation"]["accuracy"],
+           "cv_accuracy": result["search"]["best_score"],
+           "best_params": json.dumps(result["search"]["best_params"]),
+           "grid_extended": json.dumps(extended["added"]) if extended else "", "load": load}
+    harness.log(f"[{size}] {recipe} ({search}): {seconds:.1f} s = {row['fit_over_extract']:.2f}"
+                f" x extract, {row['extra_over_X']:.2f} x X, test {row['test_accuracy']:.3f}")
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = harness.parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="3k,12k")
+    p.add_argument("--recipes", default=",".join(RECIPES))
+    p.add_argument("--reference", default="3k", help="sizes also fitted with --search grid")
+    args = harness.parse_args(p, argv)
+    sizes = ["quick"] if args.quick else harness.choose(args.sizes, STORES, [], "size")
+    recipes = harness.choose(args.recipes, RECIPES, [], "recipe")
+    cv = 3 if args.quick else 5
+    rows = []
+    baseline = baseline_mib()
+    with tempfile.TemporaryDirectory(prefix="featpipe-classical-") as tmp:
+        for size in sizes:
+            store, extract_seconds, x_bytes = extract_store(size, args)
+            harness.log(f"[{size}] extract {extract_seconds:.1f} s, X {x_bytes / harness.MIB:.0f}"
+                        f" MiB, imports-only RSS {baseline:.0f} MiB")
+            searches = ["fast", "grid"] if size in args.reference.split(",") else ["fast"]
+            for recipe in recipes:
+                for search in searches:
+                    rows.append(fit_row(size, recipe, search, store, Path(tmp), extract_seconds,
+                                        x_bytes, baseline, cv))
+    out = harness.outputs(args, NAME)
+    harness.write_csv(out.csv, rows, COLUMNS)
+    harness.write_page(out.md, "Issue 9: fit ÷ extract, fit memory ÷ X, accuracy vs plain grid",
+                       harness.provenance(f"benchmarks.bench_{NAME}", args.argv),
+                       [__doc__.split("\n\n", 1)[1].split("    python -m")[0].strip(),
+                        harness.markdown_table(rows, COLUMNS)])
+    harness.log(out.md.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
