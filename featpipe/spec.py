@@ -73,12 +73,13 @@ class ExtractionSpec:
         Pooling of transformer tokens.
     image_size : int or None
         Side of the network input; None: the weights' native size.
-    resize : {"crop", "pad", "squash"}
-        How an image becomes the square input: ``crop`` resizes the shorter side to
+    resize : {"pad", "crop", "squash"}, default "pad"
+        How an image becomes the square input: ``pad`` letterboxes (keeps every pixel and the
+        aspect ratio, pads with ``pad_color``), ``crop`` resizes the shorter side to
         ``image_size / crop_pct`` and center-crops (timm's convention; loses the sides of
-        non-square images), ``pad`` letterboxes (keeps every pixel, pads with ``pad_color``),
-        ``squash`` resizes to the square ignoring the aspect ratio. Files written before this
-        setting existed mean ``crop``.
+        non-square images), ``squash`` resizes to the square ignoring the aspect ratio. The
+        default was chosen from data (benchmarks/RESULTS.md, comparison 7: crop scored lowest
+        on photos and drawings). Files written before this setting existed mean ``crop``.
     crop_pct : float or None
         The kept fraction in ``crop`` mode, in (0, 1]; None: the weights' own (0.875 for Lite0).
     pad_color : tuple of 3 ints
@@ -102,7 +103,7 @@ class ExtractionSpec:
     pool: str = _setting("mean", FEATURE, POOLING)
     token_pool: str = _setting("cls", FEATURE, TOKEN_POOLING)
     image_size: int | None = _setting(None, RECORD)
-    resize: str = _setting("crop", FEATURE, RESIZE, absent="crop")
+    resize: str = _setting("pad", FEATURE, RESIZE, absent="crop")
     crop_pct: float | None = _setting(None, RECORD)
     pad_color: tuple[int, int, int] = _setting(WHITE, RECORD)
     dtype: str = _setting("float32", RESUME, DTYPES)

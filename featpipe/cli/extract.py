@@ -16,9 +16,9 @@ def add_parser(sub) -> None:
     p.add_argument("--pool", default="mean", help="mean | max | meanmax | none")
     p.add_argument("--token-pool", default="cls", choices=["cls", "mean"], help="ViT token pooling")
     p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--resize", default=None, choices=["crop", "pad", "squash"],
-                   help="crop: shorter side to image-size/crop-pct, centre crop (default); "
-                        "pad: keep the whole image, pad to a square; squash: ignore the aspect")
+    p.add_argument("--resize", default=None, choices=["pad", "crop", "squash"],
+                   help="pad: keep the whole image, pad to a square (default); crop: shorter "
+                        "side to image-size/crop-pct, centre crop; squash: ignore the aspect")
     p.add_argument("--crop-pct", type=float, default=None,
                    help="fraction kept by --resize crop, in (0, 1] (default: the weights')")
     p.add_argument("--pad-color", default="white",
