@@ -36,7 +36,10 @@ COMPRESSIONS = (None, "lzf", "gzip")
 AMP = (None, "bf16", "fp16")
 RESIZE = ("crop", "pad", "squash")
 WHITE = (255, 255, 255)
-DEFAULT_MAX_PIXELS = 200_000_000  # see featpipe.data.decode
+#: Largest image (width * height) decoded by default. Pillow's own default (~89 Mpixel, error
+#: above ~179 Mpixel) rejects real scanned/clip-art PNGs of ~170 Mpixel (e.g. OpenClipart);
+#: 200 Mpixel admits them while still refusing absurd sizes (~600 MB once decoded as RGB).
+DEFAULT_MAX_PIXELS = 200_000_000
 
 # Roles, from strictest to loosest (see featpipe.provenance):
 FEATURE = "feature"  # different values give a different kind of features

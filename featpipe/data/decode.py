@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 200_000_000
-_WHITE = (255, 255, 255)
+from featpipe.spec import DEFAULT_MAX_PIXELS
+from featpipe.spec import WHITE as _WHITE
 
 
 class ImageDecodeError(Exception):

@@ -14,10 +14,10 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from featpipe.errors import FeatpipeError
+from featpipe.spec import WHITE
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 RESIZE_MODES = ("crop", "pad", "squash")
-WHITE = (255, 255, 255)
 
 
 @dataclass(frozen=True)
