@@ -188,8 +188,8 @@ def test_fit_search_grid_and_bad_stats_from(capsys, tmp_path, lite0_store):
 
 @pytest.mark.parametrize("argv, message", [
     (["--cv", "1"], "error: --cv must be an int >= 2 or a CV splitter, got 1"),
-    (["--recipe", "fnee"], "error: --recipe must be one of fne, l2, linear-probe, pca-svm, "
-                           "umap-knn or None, got 'fnee'"),
+    (["--recipe", "fnee"], "error: --recipe must be one of fne, l2, linear-probe, ridge, "
+                           "pca-svm, umap-knn or None, got 'fnee'"),
     (["--normalize", "minmax"], "error: --normalize must be one of l2, layer-l2, standard, none"),
     (["--reduce", "tsne:2"], "unknown reduction 'tsne:2'; use pca:N, umap:N or none"),
     (["--grid", "C=1"], "grid parameter 'C' must name a step and a parameter"),

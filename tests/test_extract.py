@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from featpipe.models import create_backbone
+from featpipe.models.preprocessing import Preprocessing
 from featpipe.models.capture import FeatureCapture
 from featpipe.models.layers import resolve_layers
 from featpipe.errors import FeatpipeError
@@ -34,7 +35,9 @@ def test_store_matches_a_direct_forward_pass(lite0_store, shapes_folder):
     assert [store.class_names[i] for i in data.y] == image_set.labels
     backbone = create_backbone("efficientnet_lite0", image_size=64)
     capture = FeatureCapture(backbone, resolve_layers(backbone, "full"))
-    batch = np.stack([backbone.preprocessing(load_rgb(item)).numpy()
+    preprocessing = Preprocessing.from_dict(store.provenance["preprocessing"])  # as recorded
+    assert preprocessing.resize_mode == "pad"  # the default
+    batch = np.stack([preprocessing(load_rgb(item)).numpy()
                       for item in image_set.items[:3]])
     import torch
 

@@ -84,8 +84,8 @@ def test_search_config_validates_its_options(kwargs, message):
     ({"reduce": "pca:8"}, "`reduce` must be a Reduction, False or None, got 'pca:8'"),
     ({"search": "slow"}, "`search` must be one of fast, grid, halving, got 'slow'"),
     ({"layers": 3}, "`layers` must be a list of str, a str or None, got 3"),
-    ({"recipe": "fnee"}, "`recipe` must be one of fne, l2, linear-probe, pca-svm, umap-knn or "
-                         "None, got 'fnee'"),
+    ({"recipe": "fnee"}, "`recipe` must be one of fne, l2, linear-probe, ridge, pca-svm, "
+                         "umap-knn or None, got 'fnee'"),
 ])
 def test_training_spec_validates_its_options(kwargs, message):
     with pytest.raises(InvalidParameterError) as info:

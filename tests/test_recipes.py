@@ -38,10 +38,12 @@ def _steps(pipeline):
 
 
 def test_every_recipe_is_documented_and_has_a_grid():
-    assert set(RECIPES) == {"fne", "l2", "linear-probe", "pca-svm", "umap-knn"}
+    assert set(RECIPES) == {"fne", "l2", "linear-probe", "ridge", "pca-svm", "umap-knn"}
     for name, recipe in RECIPES.items():
         assert recipe.name == name and len(recipe.summary) > 20
-        assert recipe.default_grid and all(k.startswith("clf__") for k in recipe.default_grid)
+        # the ridge probe tunes its own alpha (closed form): it needs no grid
+        assert bool(recipe.default_grid) == (recipe.classifier != "ridge-probe")
+        assert all(k.startswith("clf__") for k in recipe.default_grid)
         pipeline, grid = build_recipe(name, layer_slices=SLICES)
         assert grid == recipe.default_grid
         assert set(grid) <= set(pipeline.get_params())
@@ -149,7 +151,7 @@ def test_every_classifier_fits(name):
     X = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
     pipeline, grid = build_recipe(classifier=name)
-    assert grid and all(k.startswith("clf__") for k in grid)
+    assert bool(grid) == (name != "ridge-probe") and all(k.startswith("clf__") for k in grid)
     assert pipeline.fit(X, y).score(X, y) > 0.8
 
 
@@ -217,7 +219,8 @@ def test_build_recipe_errors(kwargs, message):
 
 
 def test_make_classifier_rejects_unknown_names():
-    message = "`classifier` must be one of linearsvc, svc, logistic, knn, ridge, got 'forest'"
+    message = ("`classifier` must be one of linearsvc, svc, logistic, knn, ridge, ridge-probe, "
+               "got 'forest'")
     with pytest.raises(FeatpipeError, match=message):
         make_classifier("forest")
 
