@@ -14,6 +14,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_limits
 
 from featpipe.classical.linear import (
     LBFGSLinearSVC,
@@ -59,7 +60,7 @@ def test_agrees_with_scikit_learn(digits, kind, C, binary):
     if binary:
         y, y_test = y > 4, y_test > 4
     theirs, ours = reference(kind, C)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")
         theirs.fit(X, y)
     ours.fit(X, y)
