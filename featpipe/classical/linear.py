@@ -5,7 +5,7 @@
 regularized intercept) and :class:`LBFGSLogisticRegression` the one of
 ``LogisticRegression(solver="lbfgs")`` (multinomial; binomial for two classes; unpenalized
 intercept). Both are solved with ``torch.optim.LBFGS`` (strong Wolfe line search) over one
-``(n_features + 1, n_columns)`` parameter matrix: all classes, and in
+``(n_columns, n_features + 1)`` parameter matrix: all classes, and in
 :func:`featpipe.classical.linear_path.fit_c_path` all folds, at once.
 
 Float32, C-contiguous NumPy input is wrapped with ``torch.from_numpy`` (no copy); other input
@@ -57,13 +57,18 @@ def as_float32_tensor(X: np.ndarray, device: str) -> torch.Tensor:
 class Objective:
     """Scaled loss and gradient of ``n_blocks`` independent linear problems sharing ``X``.
 
+    The parameters ``theta`` are ``(n_columns, n_features + 1)`` (the last column the intercept,
+    absent without one) and the scores ``theta[:, :p] @ X.T`` are ``(n_columns, n_samples)``:
+    ``W @ X.T`` and ``G @ X`` were 2-5x faster than ``X @ W.T`` and ``X.T @ G`` with torch's
+    MKL on AMD EPYC.
+
     Parameters
     ----------
     X : tensor of shape (n_samples, n_features), float32
     targets : tensor
-        ``(n_samples, n_columns)`` of +-1 for the squared hinge and binomial losses, or
+        ``(n_columns, n_samples)`` of +-1 for the squared hinge and binomial losses, or
         ``(n_samples,)`` class indices for the multinomial loss (the same for every block).
-    weights : tensor of shape (n_samples, n_blocks) or None
+    weights : tensor of shape (n_blocks, n_samples) or None
         Per-sample loss weight of each block (1 / n_train on its training rows, 0 elsewhere);
         None: every block weighs every sample 1 / n_samples.
     loss : {"squared_hinge", "multinomial", "binomial"}
@@ -80,40 +85,41 @@ class Objective:
         self.scaling = float(intercept_scaling) if loss == "squared_hinge" else 1.0
         n = X.shape[0]
         self.weights = weights if weights is not None else torch.full(
-            (n, n_blocks), 1.0 / n, dtype=X.dtype, device=X.device
+            (n_blocks, n), 1.0 / n, dtype=X.dtype, device=X.device
         )
-        self.penalty = None  # (n_columns,) 1 / (C * n_train) per column, see set_C
+        self.penalty = None  # (n_columns, 1): 1 / (C * n_train) per column, see set_C
 
     def set_C(self, C, n_train, n_columns):
         """Penalty weights per column for ``C`` (scalar) and ``n_train`` (per block)."""
         n_train = torch.as_tensor(n_train, dtype=torch.float64).reshape(-1)
         per_block = (1.0 / (C * n_train)).to(self.X.dtype).to(self.X.device)
-        self.penalty = per_block.repeat_interleave(n_columns // self.n_blocks)
+        self.penalty = per_block.repeat_interleave(n_columns // self.n_blocks)[:, None]
 
     def decision(self, theta):
+        """Scores, ``(n_columns, n_samples)``."""
         p = self.X.shape[1]
-        Z = self.X @ theta[:p]
+        Z = theta[:, :p] @ self.X.T
         if self.fit_intercept:
-            Z += self.scaling * theta[p]
+            Z += self.scaling * theta[:, p:]
         return Z
 
     def __call__(self, theta):
         """Objective (float64 scalar tensor) and its gradient (shaped like ``theta``)."""
-        p, X = self.X.shape[1], self.X
+        p = self.X.shape[1]
         Z = self.decision(theta)
-        n, m = Z.shape
+        m, n = Z.shape
         if self.loss == "multinomial":
             k = m // self.n_blocks
-            Z3 = Z.view(n, self.n_blocks, k)
-            lse = torch.logsumexp(Z3, dim=2)
-            picked = Z3.gather(2, self.targets.view(n, 1, 1).expand(n, self.n_blocks, 1))[..., 0]
-            f = (self.weights * (lse - picked)).sum(dtype=torch.float64)
-            G3 = torch.softmax(Z3, dim=2)
-            G3.scatter_add_(2, self.targets.view(n, 1, 1).expand(n, self.n_blocks, 1),
-                            torch.full((n, self.n_blocks, 1), -1.0, dtype=Z.dtype, device=Z.device))
-            G = (G3 * self.weights[..., None]).view(n, m)
+            Z3 = Z.view(self.n_blocks, k, n)
+            index = self.targets.view(1, 1, n).expand(self.n_blocks, 1, n)
+            lse = torch.logsumexp(Z3, dim=1)
+            f = (self.weights * (lse - Z3.gather(1, index)[:, 0])).sum(dtype=torch.float64)
+            G3 = torch.softmax(Z3, dim=1)
+            G3.scatter_add_(1, index, torch.full((self.n_blocks, 1, n), -1.0, dtype=Z.dtype,
+                                                 device=Z.device))
+            G = (G3 * self.weights[:, None, :]).view(m, n)
         else:
-            W = self.weights.repeat_interleave(m // self.n_blocks, dim=1)
+            W = self.weights.repeat_interleave(m // self.n_blocks, dim=0)
             if self.loss == "squared_hinge":
                 margin = torch.clamp_(1.0 - self.targets * Z, min=0.0)
                 f = (W * margin * margin).sum(dtype=torch.float64)
@@ -123,15 +129,15 @@ class Objective:
                 f = (W * torch.nn.functional.softplus(-yz)).sum(dtype=torch.float64)
                 G = -W * self.targets * torch.sigmoid(-yz)
         grad = torch.empty_like(theta)
-        torch.mm(X.T, G, out=grad[:p])
-        coef = theta[:p]
-        grad[:p] += self.penalty * coef
-        f = f + 0.5 * (self.penalty.double() * (coef.double() ** 2).sum(0)).sum()
+        coef = theta[:, :p]
+        grad[:, :p] = G @ self.X
+        grad[:, :p] += self.penalty * coef
+        f = f + 0.5 * (self.penalty.double() * (coef.double() ** 2)).sum()
         if self.fit_intercept:
-            grad[p] = self.scaling * G.sum(0)
+            grad[:, p] = self.scaling * G.sum(1)
             if self.loss == "squared_hinge":
-                grad[p] += self.penalty * theta[p]
-                f = f + 0.5 * (self.penalty.double() * theta[p].double() ** 2).sum()
+                grad[:, p:] += self.penalty * theta[:, p:]
+                f = f + 0.5 * (self.penalty.double() * theta[:, p:].double() ** 2).sum()
         return f, grad
 
 
@@ -168,9 +174,9 @@ def encode_targets(y_index, n_classes, loss, device):
     if loss == "multinomial":
         return y_t.long()
     if n_classes == 2:
-        return (2.0 * (y_t == 1).float() - 1.0)[:, None]
+        return (2.0 * (y_t == 1).float() - 1.0)[None, :]
     onehot = torch.nn.functional.one_hot(y_t.long(), n_classes).float()
-    return 2.0 * onehot - 1.0
+    return (2.0 * onehot - 1.0).T.contiguous()
 
 
 def loss_for(estimator, n_classes) -> str:
@@ -181,7 +187,7 @@ def loss_for(estimator, n_classes) -> str:
 
 def zero_grad_max(objective, theta_shape, dtype, device):
     """Largest absolute gradient entry of the data term at ``theta = 0`` (C-independent)."""
-    saved, objective.penalty = objective.penalty, torch.zeros(theta_shape[1], dtype=dtype,
+    saved, objective.penalty = objective.penalty, torch.zeros((theta_shape[0], 1), dtype=dtype,
                                                               device=device)
     try:
         _, grad = objective(torch.zeros(theta_shape, dtype=dtype, device=device))
@@ -233,13 +239,13 @@ class _LBFGSLinearClassifier(ClassifierMixin, BaseEstimator):
                               loss, 1, self.fit_intercept, self._intercept_scaling())
         objective.set_C(self.C, X.shape[0], m)
         p = X.shape[1]
-        shape = (p + int(self.fit_intercept), m)
+        shape = (m, p + int(self.fit_intercept))
         theta = torch.zeros(shape, dtype=torch.float32, device=X_t.device)
         if self.warm_start and getattr(self, "coef_", None) is not None \
                 and self.coef_.shape == (m, p):
-            theta[:p] = torch.from_numpy(np.ascontiguousarray(self.coef_.T, np.float32))
+            theta[:, :p] = torch.from_numpy(np.asarray(self.coef_, np.float32))
             if self.fit_intercept:
-                theta[p] = torch.from_numpy(
+                theta[:, p] = torch.from_numpy(
                     np.asarray(self.intercept_, np.float32) / objective.scaling)
         grad0 = zero_grad_max(objective, shape, torch.float32, X_t.device)
         n_iter, self.converged_ = minimize(objective, theta, self.max_iter, self.tol, grad0)
@@ -251,9 +257,9 @@ class _LBFGSLinearClassifier(ClassifierMixin, BaseEstimator):
 
     def _set_solution(self, theta, scaling, p, n_iter):
         theta = theta.detach().cpu().numpy()
-        self.coef_ = np.ascontiguousarray(theta[:p].T)
-        self.intercept_ = (scaling * theta[p] if self.fit_intercept
-                           else np.zeros(theta.shape[1], np.float32))
+        self.coef_ = np.ascontiguousarray(theta[:, :p])
+        self.intercept_ = (scaling * theta[:, p] if self.fit_intercept
+                           else np.zeros(theta.shape[0], np.float32))
         self.n_iter_ = n_iter
 
     def decision_function(self, X):

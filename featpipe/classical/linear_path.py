@@ -1,8 +1,8 @@
 """Cross-validated C path of the L-BFGS linear classifiers, all folds in one solve.
 
 :func:`fit_c_path` walks C in increasing order, warm-starting every fold from its solution at
-the previous C. The folds are solved together: one L-BFGS over a ``(n_features + 1,
-n_folds * n_columns)`` parameter matrix whose block ``f`` weighs the rows of fold ``f``'s
+the previous C. The folds are solved together: one L-BFGS over a ``(n_folds * n_columns,
+n_features + 1)`` parameter matrix whose row block ``f`` weighs the rows of fold ``f``'s
 training set by ``1 / n_train`` and its other rows by 0. ``X`` is therefore never copied per
 fold, and one ``X @ W`` per evaluation serves all folds (and gives the test rows' scores).
 """
@@ -109,20 +109,20 @@ def fit_c_path(
     k = 1 if n_classes == 2 else n_classes
     X_t = as_float32_tensor(X, estimator.device)
     device = X_t.device
-    weights = torch.zeros((n, n_folds), dtype=torch.float32)
+    weights = torch.zeros((n_folds, n), dtype=torch.float32)
     n_train = np.zeros(n_folds)
     for f, (train, _) in enumerate(train_test_folds):
         train = np.asarray(train)
         if len(np.unique(y_index[train])) != n_classes:
             raise ValueError(f"the training set of fold {f} lacks some classes of y")
-        weights[train, f] = 1.0 / len(train)
+        weights[f, train] = 1.0 / len(train)
         n_train[f] = len(train)
     targets = encode_targets(y_index, n_classes, loss, device)
     if loss != "multinomial":
-        targets = targets.repeat(1, n_folds)
+        targets = targets.repeat(n_folds, 1)
     objective = Objective(X_t, targets, weights.to(device), loss, n_folds,
                           estimator.fit_intercept)
-    shape = (p + int(estimator.fit_intercept), n_folds * k)
+    shape = (n_folds * k, p + int(estimator.fit_intercept))
     theta = torch.zeros(shape, dtype=torch.float32, device=device)
     grad0 = zero_grad_max(objective, shape, torch.float32, device)
     scorer = None if scoring in (None, "accuracy") else get_scorer(scoring)
@@ -141,11 +141,11 @@ def fit_c_path(
         for f, (_, test) in enumerate(train_test_folds):
             block = slice(f * k, (f + 1) * k)
             if scorer is None:
-                fold = scores[test, block]
+                fold = scores[block, test].T
                 index = (fold[:, 0] > 0).astype(int) if k == 1 else fold.argmax(axis=1)
                 fold_scores[i, f] = np.mean(index == y_index[test])
             else:
-                fitted = _fitted_clone(estimator, Cs[i], solution[:, block], objective.scaling,
+                fitted = _fitted_clone(estimator, Cs[i], solution[block], objective.scaling,
                                        classes, p)
                 fold_scores[i, f] = scorer(fitted, X[test], y[test])
     return CPathResult(Cs=Cs, fold_scores=fold_scores, n_iter=n_iter, converged=converged)
