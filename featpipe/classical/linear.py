@@ -10,9 +10,10 @@ intercept). Both are solved with ``torch.optim.LBFGS`` (strong Wolfe line search
 
 Float32, C-contiguous NumPy input is wrapped with ``torch.from_numpy`` (no copy); other input
 is converted to float32 once. Each loss/gradient evaluation makes two passes over ``X``
-(``X @ W`` and ``X.T @ G``) and allocates only ``n_samples x n_columns`` and
-``n_features x n_columns`` temporaries, so a fit needs little memory beyond ``X``; liblinear
-copies ``X`` to float64 and into its sparse format first.
+(``W @ X.T`` and ``G @ X``) and allocates only ``n_columns x n_samples`` and
+``n_columns x n_features`` temporaries, so a fit needs little memory beyond ``X`` (0.1-0.5x
+the float32 ``X`` measured, against 6x for liblinear, which copies ``X`` to float64 and into
+its sparse format).
 
 The objective is divided by ``C * n_samples`` (mean loss + ``0.5 * ||w||^2 / (C n)``), which has
 the same minimizer. ``tol`` is relative: L-BFGS stops when the largest absolute gradient entry
@@ -311,11 +312,12 @@ class LBFGSLinearSVC(_LBFGSLinearClassifier):
         Fit a (penalized, as in liblinear) intercept.
     max_iter : int, default=1000
         Most L-BFGS iterations; reaching it sets ``converged_ = False`` without a warning.
-    tol : float, default=1e-5
+    tol : float, default=1e-6
         Stop when the largest absolute gradient entry falls below ``tol`` times its value at 0.
-        The squared hinge is ill-conditioned at large C: on standardized features with more
-        columns than rows, 1e-4 left the objective 0.3 % (C=0.1) to 18 % (C=1) above
-        liblinear's, 1e-5 within 0.01 % and 0.1 %.
+        The squared hinge is ill-conditioned at large C: on 2000 x 3120 standardized features,
+        tol=1e-4 left the objective 0.3 % (C=0.1) to 18 % (C=1) above liblinear's optimum,
+        1e-5 0.001 % and 0.06 % (98.4 % of held-out predictions equal at C=1), 1e-6 0.00005 %
+        and 0.0006 % (all equal) for 1.2-1.5x the iterations of 1e-5.
     device : str, default="cpu"
         Torch device of the computation ("cuda" copies ``X`` to the GPU once).
     warm_start : bool, default=False
@@ -347,7 +349,7 @@ class LBFGSLinearSVC(_LBFGSLinearClassifier):
     True
     """
 
-    def __init__(self, C=1.0, fit_intercept=True, max_iter=1000, tol=1e-5, device="cpu",
+    def __init__(self, C=1.0, fit_intercept=True, max_iter=1000, tol=1e-6, device="cpu",
                  warm_start=False, random_state=None):
         self.C = C
         self.fit_intercept = fit_intercept
@@ -372,8 +374,11 @@ class LBFGSLogisticRegression(_LBFGSLinearClassifier):
     fit_intercept : bool, default=True
     max_iter : int, default=1000
         Most L-BFGS iterations; reaching it sets ``converged_ = False`` without a warning.
-    tol : float, default=1e-4
+    tol : float, default=1e-5
         Stop when the largest absolute gradient entry falls below ``tol`` times its value at 0.
+        On 2000 x 3120 standardized features, tol=1e-4 (and scikit-learn's own default) left
+        the objective up to 0.2 % above the optimum at C=1 (99.2 % of held-out predictions
+        equal), 1e-5 0.0002 % (all equal) for ~1.7x the iterations.
     device : str, default="cpu"
         Torch device of the computation.
     warm_start : bool, default=False
@@ -403,7 +408,7 @@ class LBFGSLogisticRegression(_LBFGSLinearClassifier):
     True
     """
 
-    def __init__(self, C=1.0, fit_intercept=True, max_iter=1000, tol=1e-4, device="cpu",
+    def __init__(self, C=1.0, fit_intercept=True, max_iter=1000, tol=1e-5, device="cpu",
                  warm_start=False, random_state=None):
         self.C = C
         self.fit_intercept = fit_intercept
