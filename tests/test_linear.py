@@ -1,0 +1,160 @@
+"""The torch L-BFGS linear classifiers: scikit-learn conformance, agreement with LinearSVC and
+LogisticRegression, warm starts, the cross-validated C path, and no copy of float32 input."""
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_limits
+
+from featpipe.classical.linear import (
+    LBFGSLinearSVC,
+    LBFGSLogisticRegression,
+    primal_objective,
+)
+from featpipe.classical.linear_path import fit_c_path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small problems: torch's intra-op threads only add synchronization (and spin badly when
+    the cores are shared), so this module runs torch on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@parametrize_with_checks([LBFGSLinearSVC(), LBFGSLogisticRegression()])
+def test_sklearn_conformance(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X).astype(np.float32)
+    return X[:1200], y[:1200], X[1200:], y[1200:]
+
+
+def reference(kind, C):
+    if kind == "svc":
+        return LinearSVC(C=C, dual=False, tol=1e-6, max_iter=10_000), LBFGSLinearSVC(C=C)
+    return LogisticRegression(C=C, tol=1e-7, max_iter=10_000), LBFGSLogisticRegression(C=C)
+
+
+@pytest.mark.parametrize("kind", ["svc", "logistic"])
+@pytest.mark.parametrize("C", [1e-3, 0.1])
+@pytest.mark.parametrize("binary", [False, True])
+def test_agrees_with_scikit_learn(digits, kind, C, binary):
+    X, y, X_test, y_test = digits
+    if binary:
+        y, y_test = y > 4, y_test > 4
+    theirs, ours = reference(kind, C)
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore")
+        theirs.fit(X, y)
+    ours.fit(X, y)
+    assert ours.converged_
+    assert ours.coef_.shape == theirs.coef_.shape and ours.coef_.dtype == np.float32
+    assert ours.intercept_.shape == theirs.intercept_.shape
+    reference_objective = primal_objective(theirs, X, y)
+    assert abs(primal_objective(ours, X, y) - reference_objective) <= 1e-3 * reference_objective
+    assert np.mean(ours.predict(X_test) == theirs.predict(X_test)) >= 0.99
+    if kind == "logistic":
+        np.testing.assert_allclose(ours.predict_proba(X_test), theirs.predict_proba(X_test),
+                                   atol=2e-3)
+
+
+@pytest.mark.parametrize("Estimator", [LBFGSLinearSVC, LBFGSLogisticRegression])
+def test_warm_start_along_c_path_equals_cold_start(digits, Estimator):
+    X, y, X_test, _ = digits
+    warm = Estimator(warm_start=True, tol=1e-6)
+    for C in (1e-3, 1e-2, 1e-1):
+        warm.set_params(C=C).fit(X, y)
+    cold = Estimator(C=1e-1, tol=1e-6).fit(X, y)
+    assert warm.set_params(C=1e-1).fit(X, y).n_iter_ <= 2  # restarts at the solution
+    assert abs(primal_objective(warm, X, y) / primal_objective(cold, X, y) - 1) < 1e-5
+    np.testing.assert_array_equal(warm.predict(X_test), cold.predict(X_test))
+
+
+@pytest.mark.parametrize("Estimator", [LBFGSLinearSVC, LBFGSLogisticRegression])
+@pytest.mark.parametrize("binary", [False, True])
+def test_c_path_equals_separate_fits(digits, Estimator, binary):
+    X, y, _, _ = digits
+    X, y = X[:600], (y[:600] > 4 if binary else y[:600])
+    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    Cs = [0.1, 1e-3, 1e-2]
+    estimator = Estimator(tol=1e-6)
+    result = fit_c_path(estimator, X, y, Cs, folds)
+    separate = [[clone(estimator).set_params(C=C).fit(X[train], y[train]).score(X[test], y[test])
+                 for train, test in folds] for C in Cs]
+    # Equal up to the solvers' tolerance: a row within float32 noise of a tie may flip.
+    one_row = 1.0 / min(len(test) for _, test in folds)
+    np.testing.assert_allclose(result.fold_scores, separate, atol=one_row + 1e-12)
+    assert np.mean(result.fold_scores == np.asarray(separate)) >= 0.75
+    assert result.converged.all()
+    assert result.best_C == Cs[int(np.argmax(np.mean(separate, axis=1)))]
+    scored = fit_c_path(estimator, X, y, Cs, folds, scoring="accuracy")
+    np.testing.assert_array_equal(scored.fold_scores, result.fold_scores)
+    balanced = fit_c_path(estimator, X, y, Cs, folds, scoring="balanced_accuracy")
+    assert balanced.fold_scores.shape == (3, 3) and (balanced.fold_scores > 0.5).all()
+
+
+def test_c_path_refuses_folds_missing_a_class(digits):
+    X, y, _, _ = digits
+    order = np.argsort(y[:300], kind="stable")
+    folds = [(order[:150], order[150:]), (order[150:], order[:150])]
+    with pytest.raises(ValueError, match="lacks some classes"):
+        fit_c_path(LBFGSLinearSVC(), X[:300], y[:300], [1.0], folds)
+
+
+def test_max_iter_reported_without_warnings(digits):
+    X, y, _, _ = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf = LBFGSLinearSVC(C=10.0, max_iter=3).fit(X, y)
+    assert clf.n_iter_ == 3 and not clf.converged_
+
+
+@pytest.mark.parametrize("Estimator", [LBFGSLinearSVC, LBFGSLogisticRegression])
+def test_float32_input_is_not_copied(Estimator, monkeypatch):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 300), dtype=np.float32)
+    y = rng.integers(0, 5, 2000)
+    X[np.arange(2000), y] += 3.0
+    seen = []
+    real_from_numpy = torch.from_numpy
+
+    def spy(array):
+        seen.append(array)
+        return real_from_numpy(array)
+
+    monkeypatch.setattr(torch, "from_numpy", spy)
+    Estimator(C=0.1).fit(X, y)  # warm up lazily initialized torch and sklearn state
+    seen.clear()
+    tracemalloc.start()
+    Estimator(C=0.1).fit(X, y)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert any(np.shares_memory(array, X) for array in seen)
+    assert peak < 0.5 * X.nbytes  # NumPy allocations; no float64 or float32 copy of X
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("Estimator", [LBFGSLinearSVC, LBFGSLogisticRegression])
+def test_cuda_matches_cpu(digits, Estimator):
+    X, y, X_test, _ = digits
+    cpu = Estimator(C=0.1).fit(X, y)
+    cuda = Estimator(C=0.1, device="cuda").fit(X, y)
+    assert abs(primal_objective(cuda, X, y) / primal_objective(cpu, X, y) - 1) < 1e-4
+    assert np.mean(cuda.predict(X_test) == cpu.predict(X_test)) >= 0.99
