@@ -54,7 +54,7 @@ def test_recipe_structures():
     assert _steps(fne) == ["normalize", "discretize", "clf"]
     assert isinstance(fne["normalize"], Standardizer)
     assert (fne["discretize"].high, fne["discretize"].low) == (0.15, -0.25)
-    assert type(fne["clf"]).__name__ == "LinearSVC"
+    assert type(fne["clf"]).__name__ == "LBFGSLinearSVC"  # LinearSVC's objective, float32
 
     l2, _ = build_recipe("l2", layer_slices=SLICES)
     assert _steps(l2) == ["normalize", "clf"] and l2["normalize"].layer_slices == SLICES
@@ -219,7 +219,8 @@ def test_build_recipe_errors(kwargs, message):
 
 
 def test_make_classifier_rejects_unknown_names():
-    message = ("`classifier` must be one of linearsvc, svc, logistic, knn, ridge, ridge-probe, "
+    message = ("`classifier` must be one of linearsvc, liblinear, svc, logistic, knn, ridge, "
+               "ridge-probe, "
                "got 'forest'")
     with pytest.raises(FeatpipeError, match=message):
         make_classifier("forest")

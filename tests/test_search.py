@@ -84,7 +84,7 @@ def test_failed_search_writes_nothing(tmp_path):
             r"grid parameter 'clf__gamma' does not exist .*steps: normalize, clf",
         ),
         ({}, {"clf__C": []}, "has no values"),
-        ({}, {"clf__C": [-1.0]}, "invalid grid value: The 'C' parameter of LinearSVC"),
+        ({}, {"clf__C": [-1.0]}, "invalid grid value: The 'C' parameter of LBFGSLinearSVC"),
     ],
 )
 def test_search_argument_errors(small_digits, kwargs, grid, message):

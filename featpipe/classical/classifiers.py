@@ -8,7 +8,7 @@ import numpy as np
 
 from featpipe.params import Options, validate
 
-CLASSIFIERS = ("linearsvc", "svc", "logistic", "knn", "ridge", "ridge-probe")
+CLASSIFIERS = ("linearsvc", "liblinear", "svc", "logistic", "knn", "ridge", "ridge-probe")
 
 
 # Kornblith, Shlens & Le (CVPR 2019): 45 log-spaced L2 regularization strengths in
@@ -25,7 +25,10 @@ def make_classifier(name: str, random_state: int | None = 0):
 
     Parameters
     ----------
-    name : {"linearsvc", "svc", "logistic", "knn", "ridge", "ridge-probe"}
+    name : {"linearsvc", "liblinear", "svc", "logistic", "knn", "ridge", "ridge-probe"}
+        ``linearsvc`` is LinearSVC's objective (squared hinge, L2, primal) solved by L-BFGS in
+        float32 (:class:`~featpipe.classical.linear.LBFGSLinearSVC`: no float64 or sparse copy
+        of X, warm starts along a C path); ``liblinear`` is scikit-learn's ``LinearSVC`` itself.
         ``ridge-probe`` tunes its own alpha by exact cross-validation (closed form).
     random_state : int or None, default=0
 
@@ -43,8 +46,9 @@ def make_classifier(name: str, random_state: int | None = 0):
     from sklearn.svm import SVC, LinearSVC
 
     factories: dict[str, Callable[[], object]] = {
+        "linearsvc": lambda: _lbfgs_svc(random_state),
         # Discretized / normalized features with many columns need more than 1000 iterations.
-        "linearsvc": lambda: LinearSVC(C=1.0, max_iter=5000, random_state=random_state),
+        "liblinear": lambda: LinearSVC(C=1.0, max_iter=5000, random_state=random_state),
         "svc": lambda: SVC(kernel="rbf", C=1.0, gamma="scale", random_state=random_state),
         # lbfgs is multinomial for multi-class targets and supports the array API.
         "logistic": lambda: LogisticRegression(
@@ -62,3 +66,9 @@ def _ridge_probe(random_state):
     from featpipe.classical.ridge import RidgeProbeClassifier
 
     return RidgeProbeClassifier(cv=5, random_state=random_state)
+
+
+def _lbfgs_svc(random_state):
+    from featpipe.classical.linear import LBFGSLinearSVC
+
+    return LBFGSLinearSVC(C=1.0, random_state=random_state)

@@ -7,9 +7,10 @@ smallest C, wins), but it
 
 1. fits and applies each fold's preprocessing (select, standardize, discretize, L2, PCA ...)
    once, not once per C;
-2. walks C in increasing order, warm-starting ``LogisticRegression`` from the previous C's
-   coefficients (liblinear, behind ``LinearSVC``, has no warm start; its dual/primal choice
-   is scikit-learn's ``dual="auto"``: dual when there are more features than samples);
+2. walks C in increasing order, warm-starting ``LogisticRegression`` and featpipe's L-BFGS
+   SVM (:class:`~featpipe.classical.linear.LBFGSLinearSVC`, the recipes' default) from the
+   previous C's coefficients (liblinear, behind scikit-learn's ``LinearSVC``, has no warm
+   start; its dual/primal choice is ``dual="auto"``: dual when features outnumber samples);
 3. stops the walk when ``patience`` successive C values have not beaten the best mean score
    (large C values are the slow ones and rarely help once the score has peaked);
 4. searches long grids coarse-to-fine: every ``coarse_step``-th value first, then the values
@@ -85,8 +86,8 @@ def fast_search_applies(pipeline: Pipeline, param_grid: Mapping[str, Sequence], 
     if set(param_grid) != {PARAM}:
         return f"the grid tunes {', '.join(param_grid) or 'nothing'}, not only {PARAM}"
     clf = pipeline.steps[-1][1]
-    if not isinstance(clf, (LinearSVC, LogisticRegression)):
-        return f"{type(clf).__name__} is not LinearSVC or LogisticRegression"
+    if not isinstance(clf, (LinearSVC, LogisticRegression, *_warm_startable())):
+        return f"{type(clf).__name__} is not a linear SVM or logistic regression"
     if X is not None and not isinstance(X, np.ndarray):
         return f"the features are a {type(X).__name__}, not a NumPy array"
     return None
@@ -111,9 +112,15 @@ class _Fold:
         return float(scorer(self.clf, self.X_test, self.y_test)), seconds
 
 
+def _warm_startable() -> tuple[type, ...]:
+    from featpipe.classical.linear import LBFGSLinearSVC, LBFGSLogisticRegression
+
+    return LBFGSLinearSVC, LBFGSLogisticRegression
+
+
 def _prepare_fold(pipeline: Pipeline, X, y, train, test) -> _Fold:
     clf = clone(pipeline.steps[-1][1])
-    if isinstance(clf, LogisticRegression):
+    if isinstance(clf, (LogisticRegression, *_warm_startable())):
         clf.set_params(warm_start=True)
     X_train, X_test = X[train], X[test]
     if len(pipeline.steps) > 1:

@@ -39,6 +39,7 @@ REDUCERS = ("pca", "umap")
 DEFAULT_REDUCE_COMPONENTS = {"pca": 256, "umap": 32}
 CLASSIFIER_GRIDS: dict[str, dict[str, list]] = {
     "linearsvc": {"clf__C": _logspace(-3, 1)},
+    "liblinear": {"clf__C": _logspace(-3, 1)},
     "svc": {"clf__C": _logspace(-1, 2), "clf__gamma": ["scale"]},
     "logistic": {"clf__C": _logspace(-3, 3)},
     "knn": {"clf__n_neighbors": [1, 5, 10, 20]},
