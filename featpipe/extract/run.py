@@ -197,11 +197,26 @@ def aligned_batches(pending: np.ndarray, batch_size: int) -> list[list[int]]:
     return [chunk.tolist() for chunk in np.split(pending, cuts)]
 
 
-def default_workers(n_batches: int) -> int:
-    """Decode in worker processes unless the job is too small to repay their start-up."""
-    if n_batches < 3:
+#: Below this many cores, decoding runs in the main process: the forward pass already uses
+#: every core, and a worker process only adds start-up, pickling and contention (measured on
+#: 2 cores: extract ÷ bare forward 0.86-0.87 with no worker, 0.66-0.76 with one; a decoding
+#: thread did no better, benchmarks/results/extract.md).
+MIN_CORES_FOR_WORKERS = 4
+
+
+def default_workers(n_batches: int, cores: int | None = None) -> int:
+    """Decode processes for a job of ``n_batches``: none on a machine of few cores or for a job
+    too small to repay their start-up; else one per spare core, at most 4.
+
+    Examples
+    --------
+    >>> default_workers(100, cores=2), default_workers(100, cores=8), default_workers(2, cores=8)
+    (0, 4, 0)
+    """
+    cores = cores or os.cpu_count() or 1
+    if n_batches < 3 or cores < MIN_CORES_FOR_WORKERS:
         return 0
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    return min(4, cores // 2)
 
 
 def _run(partial: Path, image_set: ImageSet, backbone: Backbone, capture: FeatureCapture,
