@@ -69,7 +69,7 @@ def extract_store(size: str, args) -> tuple[Path, float, float]:
 
     store = FeatureStore.open(out)
     n_train = int(sum(1 for s in store.splits[store.ok_rows] if s == "train"))
-    return out, harness.read_json(timing)["seconds"], n_train * store.n_features * 4.0
+    return out, harness.read_json(timing)["seconds"], n_train * sum(store.layers.values()) * 4.0
 
 
 def baseline_mib() -> float:
