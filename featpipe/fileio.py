@@ -32,14 +32,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object] |
     'hello'
     """
     path = Path(path)
-    if isinstance(write, str):
-        write = write.encode()
-    content = write
-    writer = (lambda f: f.write(content)) if isinstance(content, bytes) else content
+    if isinstance(write, (str, bytes)):
+        content = write.encode() if isinstance(write, str) else write
+        write = lambda f: f.write(content)  # noqa: E731
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as f:
-            writer(f)
+            write(f)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -7,10 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -21,7 +19,6 @@ from featpipe.classical.linear import (
     LBFGSLogisticRegression,
     primal_objective,
 )
-from featpipe.classical.linear_path import fit_c_path
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -85,37 +82,6 @@ def test_warm_start_along_c_path_equals_cold_start(digits, Estimator):
     assert warm.set_params(C=1e-1).fit(X, y).n_iter_ <= 2  # restarts at the solution
     assert abs(primal_objective(warm, X, y) / primal_objective(cold, X, y) - 1) < 1e-5
     np.testing.assert_array_equal(warm.predict(X_test), cold.predict(X_test))
-
-
-@pytest.mark.parametrize("Estimator", [LBFGSLinearSVC, LBFGSLogisticRegression])
-@pytest.mark.parametrize("binary", [False, True])
-def test_c_path_equals_separate_fits(digits, Estimator, binary):
-    X, y, _, _ = digits
-    X, y = X[:600], (y[:600] > 4 if binary else y[:600])
-    folds = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
-    Cs = [0.1, 1e-3, 1e-2]
-    estimator = Estimator(tol=1e-6)
-    result = fit_c_path(estimator, X, y, Cs, folds)
-    separate = [[clone(estimator).set_params(C=C).fit(X[train], y[train]).score(X[test], y[test])
-                 for train, test in folds] for C in Cs]
-    # Equal up to the solvers' tolerance: a row within float32 noise of a tie may flip.
-    one_row = 1.0 / min(len(test) for _, test in folds)
-    np.testing.assert_allclose(result.fold_scores, separate, atol=one_row + 1e-12)
-    assert np.mean(result.fold_scores == np.asarray(separate)) >= 0.75
-    assert result.converged.all()
-    assert result.best_C == Cs[int(np.argmax(np.mean(separate, axis=1)))]
-    scored = fit_c_path(estimator, X, y, Cs, folds, scoring="accuracy")
-    np.testing.assert_array_equal(scored.fold_scores, result.fold_scores)
-    balanced = fit_c_path(estimator, X, y, Cs, folds, scoring="balanced_accuracy")
-    assert balanced.fold_scores.shape == (3, 3) and (balanced.fold_scores > 0.5).all()
-
-
-def test_c_path_refuses_folds_missing_a_class(digits):
-    X, y, _, _ = digits
-    order = np.argsort(y[:300], kind="stable")
-    folds = [(order[:150], order[150:]), (order[150:], order[:150])]
-    with pytest.raises(ValueError, match="lacks some classes"):
-        fit_c_path(LBFGSLinearSVC(), X[:300], y[:300], [1.0], folds)
 
 
 def test_max_iter_reported_without_warnings(digits):

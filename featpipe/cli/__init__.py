@@ -17,7 +17,7 @@ from featpipe.errors import FeatpipeError, UsageError
 DEBUG_ENV = "FEATPIPE_DEBUG"
 COMMANDS = ("backbones", "layers", "extract", "info", "recipes", "fit", "predict", "evaluate")
 # Python parameter -> command-line option, where the two are not spelled alike.
-_OPTION_NAMES = {"trusted": "trust", "model": "model", "statistics_pool": "stats-from"}
+_OPTION_NAMES = {"trusted": "trust"}
 _OPTION = re.compile(r"`(\w+)(?:=([^`]*))?`")
 
 

@@ -188,5 +188,10 @@ def comparison_plot(runs: Mapping[str, Mapping], path) -> Path:
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return save_png(figure, path)
+
+
+def save_png(figure, path) -> Path:
+    """``figure`` as a PNG at ``path``, written atomically."""
     return atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=100))
 

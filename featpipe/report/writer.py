@@ -13,7 +13,7 @@ from pathlib import Path
 
 from featpipe.fileio import atomic_write, json_default
 from featpipe.report.markdown import render_markdown
-from featpipe.report.plots import _confusion_figure, cv_curve_figure
+from featpipe.report.plots import _confusion_figure, cv_curve_figure, save_png
 
 
 def build_report(
@@ -70,18 +70,12 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
-        atomic_write(out_dir / "report.json", lambda f: f.write(text_json.encode())),
-        atomic_write(out_dir / "report.md", lambda f: f.write(text_md.encode())),
+        atomic_write(out_dir / "report.json", text_json),
+        atomic_write(out_dir / "report.md", text_md),
     ]
-    if curve is not None:
-        written.append(atomic_write(out_dir / "cv_curve.png",
-                                    lambda f: curve.savefig(f, format="png", dpi=100)))
-    if figure is not None:
-        written.append(
-            atomic_write(
-                out_dir / "confusion.png", lambda f: figure.savefig(f, format="png", dpi=100)
-            )
-        )
+    for name, png in (("cv_curve.png", curve), ("confusion.png", figure)):
+        if png is not None:
+            written.append(save_png(png, out_dir / name))
     return written
 
 
