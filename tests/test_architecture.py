@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "featpipe"
 # Lower floors never import upper ones (data flows upwards through this list).
 FLOORS = [
-    {"featpipe", "errors", "spec", "fileio", "provenance", "params"},
+    {"featpipe", "errors", "spec", "fileio", "provenance", "params", "resources"},
     {"data"},
     {"models"},
     {"store"},

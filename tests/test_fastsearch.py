@@ -47,7 +47,8 @@ def test_full_walk_matches_grid_search_scores_and_choice(digits, recipe):
     X, y = digits
     pipe, grid = build_recipe(recipe, layer_slices=SLICES)
     plain = run_search(pipe, grid, X, y, cv=3)
-    fast = run_fast_search(pipe, grid, X, y, cv=3, patience=None, coarse_step=1)
+    fast = run_fast_search(pipe, grid, X, y, cv=3, patience=None, coarse_step=1,
+                           search_tol=None)
     assert fast.best_params == {"clf__C": pytest.approx(plain.best_params["clf__C"])}
     assert fast.best_score == plain.best_score
     assert _scores(fast) == pytest.approx(_scores(plain), abs=0)

@@ -5,8 +5,11 @@
 (mean test score over the same stratified shuffled folds; on ties the first best, i.e. the
 smallest C, wins), but it
 
-1. fits and applies each fold's preprocessing (select, standardize, discretize, L2, PCA ...)
-   once, not once per C;
+1. fits each fold's preprocessing (select, standardize, discretize, L2, PCA ...) once, not
+   once per C, streaming the fold's rows where the steps allow
+   (:mod:`featpipe.classical.chunked`), and recomputes the fold's preprocessed rows, a block
+   at a time, whenever a C is fitted: only the folds being fitted (one per thread) hold a
+   copy of their rows, never all folds at once (recomputing costs a few percent of a fit);
 2. walks C in increasing order, warm-starting ``LogisticRegression`` and featpipe's L-BFGS
    SVM (:class:`~featpipe.classical.linear.LBFGSLinearSVC`, the recipes' default) from the
    previous C's coefficients (liblinear, behind scikit-learn's ``LinearSVC``, has no warm
@@ -15,25 +18,35 @@ smallest C, wins), but it
    (large C values are the slow ones and rarely help once the score has peaked);
 4. searches long grids coarse-to-fine: every ``coarse_step``-th value first, then the values
    between the best coarse value's neighbours (the linear probe's 45 values cost ~12 fits);
-5. runs the folds of one C in parallel threads (``n_jobs``; liblinear and BLAS release the GIL,
-   so no data is copied to worker processes).
+5. runs the folds of one C in parallel threads (``n_jobs``; liblinear and torch release the
+   GIL, so no data is copied to worker processes), each single-threaded in torch;
+6. fits the folds of the L-BFGS classifiers to a relative gradient tolerance of at most
+   :data:`SEARCH_TOL` (``1e-4``); the refit uses the estimator's own ``tol``. On 1,600 x 3,120
+   per-layer-L2 Fashion-MNIST features (C from 0.01 to 100, warm-started, one thread) ``1e-4``
+   took 6.3 s against 18.3 s for the default ``1e-6``, and every held-out fold accuracy stayed
+   within 0.25 points (one image in 400); the chosen C is what matters in a search, not the
+   last digits of the objective.
 
-Steps 3 and 4 are heuristics: they skip candidates, so they can miss a better C that a full
-grid would find after a dip of the CV score. ``patience=None, coarse_step=1`` evaluates every
-candidate. Grids over anything but ``clf__C``, classifiers without warm-startable or liblinear
-solvers, and non-NumPy inputs are searched by :func:`~featpipe.classical.search.run_search` instead;
-``SearchResult.extra["search"]`` says which search ran.
+Steps 3, 4 and 6 are heuristics: 3 and 4 skip candidates, so they can miss a better C that a
+full grid would find after a dip of the CV score, and 6 can move a fold's score by an image.
+``patience=None, coarse_step=1, search_tol=None`` evaluates every candidate exactly as
+``GridSearchCV`` does. Grids over anything but ``clf__C``, classifiers without warm-startable
+or liblinear solvers, and non-NumPy inputs are searched by
+:func:`~featpipe.classical.search.run_search` instead; ``SearchResult.extra["search"]`` says
+which search ran.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from scipy.stats import rankdata
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -41,6 +54,7 @@ from sklearn.metrics import get_scorer
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
+from featpipe.classical.chunked import fit_rows, transform_rows
 from featpipe.classical.search import (
     DEFAULT_COARSE_STEP,
     DEFAULT_PATIENCE,
@@ -52,8 +66,11 @@ from featpipe.classical.search import (
     run_search,
 )
 from featpipe.params import validate
+from featpipe.resources import available_cores
 
 PARAM = "clf__C"
+#: Loosest relative gradient tolerance of the L-BFGS classifiers' fold fits (module notes, 6).
+SEARCH_TOL = 1e-4
 
 
 # Grids up to this long are walked value by value; longer ones coarse-to-fine.
@@ -95,21 +112,61 @@ def fast_search_applies(pipeline: Pipeline, param_grid: Mapping[str, Sequence], 
 
 @dataclass
 class _Fold:
-    """One fold's preprocessed data and its classifier (kept for warm starts)."""
+    """One fold: its rows of the shared ``X``, its fitted preprocessing and its classifier (kept
+    for warm starts). The preprocessed rows exist only while a C is fitted and scored."""
 
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
+    X: np.ndarray
+    y: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    preprocess: Pipeline | None
     clf: object
+    solutions: dict = field(default_factory=dict)  # C -> (coef_, intercept_) of warm starters
+
+    def rows(self, which: np.ndarray) -> np.ndarray:
+        # liblinear copies anything but float64 to float64 on every fit
+        dtype = np.float64 if isinstance(self.clf, LinearSVC) else np.float32
+        return transform_rows(self.preprocess, self.X, which, dtype)
 
     def score(self, C: float, scorer: Callable) -> tuple[float, float]:
         """Fit the classifier at ``C``; return (test score, fit seconds)."""
         self.clf.set_params(C=C)
+        X_train = self.rows(self.train)
         started = time.perf_counter()
-        self.clf.fit(self.X_train, self.y_train)
+        self.clf.fit(X_train, self.y[self.train])
         seconds = time.perf_counter() - started
-        return float(scorer(self.clf, self.X_test, self.y_test)), seconds
+        del X_train
+        if _warm_starts(self.clf):
+            self.solutions[C] = (self.clf.coef_.copy(), self.clf.intercept_.copy())
+        return float(scorer(self.clf, self.rows(self.test), self.y[self.test])), seconds
+
+
+def _warm_starts(clf) -> bool:
+    return isinstance(clf, (LogisticRegression, *_warm_startable()))
+
+
+def _refit(pipeline: Pipeline, C: float, X, y, folds: Sequence[_Fold]) -> Pipeline:
+    """``pipeline`` at ``C`` fitted on all of ``X``; a warm-startable classifier starts from
+    the folds' mean solution at ``C`` (the same convex problem on 25 % more rows, so it needs
+    fewer iterations) and is saved with the pipeline's own ``warm_start``."""
+    best = clone(pipeline).set_params(**{PARAM: C})
+    clf = best.steps[-1][1]
+    rows = np.arange(len(X))
+    Xt = X
+    if len(best.steps) > 1:
+        Xt = transform_rows(fit_rows(best[:-1], X, y, rows), X, rows,
+                            np.float64 if isinstance(clf, LinearSVC) else np.float32)
+    starts = [fold.solutions[C] for fold in folds if C in fold.solutions]
+    if not starts or len(starts) != len(folds) or not _warm_starts(clf):
+        clf.fit(Xt, y)
+        return best
+    warm_start = clf.warm_start
+    clf.set_params(warm_start=True)
+    clf.coef_ = np.mean([coef for coef, _ in starts], axis=0)
+    clf.intercept_ = np.mean([intercept for _, intercept in starts], axis=0)
+    clf.fit(Xt, y)
+    clf.set_params(warm_start=warm_start)
+    return best
 
 
 def _warm_startable() -> tuple[type, ...]:
@@ -118,18 +175,16 @@ def _warm_startable() -> tuple[type, ...]:
     return LBFGSLinearSVC, LBFGSLogisticRegression
 
 
-def _prepare_fold(pipeline: Pipeline, X, y, train, test) -> _Fold:
+def _prepare_fold(pipeline: Pipeline, X, y, train, test, search_tol: float | None) -> _Fold:
     clf = clone(pipeline.steps[-1][1])
-    if isinstance(clf, (LogisticRegression, *_warm_startable())):
+    if _warm_starts(clf):
         clf.set_params(warm_start=True)
-    X_train, X_test = X[train], X[test]
+    if isinstance(clf, _warm_startable()) and search_tol is not None:
+        clf.set_params(tol=max(clf.tol, search_tol))
+    preprocess = None
     if len(pipeline.steps) > 1:
-        preprocess = clone(pipeline[:-1])
-        X_train = preprocess.fit_transform(X_train, y[train])
-        X_test = preprocess.transform(X_test)
-    if isinstance(clf, LinearSVC):  # liblinear copies anything else to float64 on every fit
-        X_train = np.ascontiguousarray(X_train, dtype=np.float64)
-    return _Fold(X_train, y[train], X_test, y[test], clf)
+        preprocess = fit_rows(clone(pipeline[:-1]), X, y, train)
+    return _Fold(X, y, train, test, preprocess, clf)
 
 
 class _Path:
@@ -175,6 +230,25 @@ class _Path:
         return [{**self.rows[C], "rank": int(r)} for C, r in zip(evaluated, ranks)]
 
 
+@contextmanager
+def _torch_threads(n: int | None):
+    """Run torch on ``n`` threads inside the block (None, or torch not imported: unchanged).
+
+    Folds fitted in parallel Python threads share torch's one intra-op pool; single-threaded
+    ops keep them from oversubscribing the cores (see :mod:`featpipe.classical.linear`).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or n is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def _c_values(grid: Mapping[str, list]) -> list[float]:
     return sorted({float(C) for C in grid[PARAM]})
 
@@ -196,10 +270,11 @@ def run_fast_search(
     *,
     cv: int = 5,
     scoring: str = "accuracy",
-    n_jobs: int | None = 1,
+    n_jobs: int | None = None,
     random_state: int | None = 0,
     patience: int | None = DEFAULT_PATIENCE,
     coarse_step: int = DEFAULT_COARSE_STEP,
+    search_tol: float | None = SEARCH_TOL,
     verbose: int = 0,
     class_names: Sequence[str] | None = None,
     on_fit: Callable[[int], object] | None = None,
@@ -218,14 +293,17 @@ def run_fast_search(
     cv : int or CV splitter, default=5
         Number of stratified folds (shuffled with ``random_state``), as :func:`run_search`.
     scoring : {"accuracy", "balanced_accuracy"}, default="accuracy"
-    n_jobs : int or None, default=1
-        Threads running the folds of one C.
+    n_jobs : int or None, default=None
+        Threads running the folds of one C; None: one per core (at most one per fold).
     random_state : int or None, default=0
     patience : int or None, default=2
         Stop the walk up the C grid after this many values without improvement; None never
         stops.
     coarse_step : int, default=4
         Grids longer than 10 values are first evaluated on every ``coarse_step``-th value.
+    search_tol : float or None, default=1e-4
+        Loosest ``tol`` of the L-BFGS classifiers' fold fits (module notes, 6); None keeps the
+        estimator's.
     verbose : int, default=0
     class_names : sequence of str, default=None
         Names used in error messages.
@@ -251,8 +329,9 @@ def run_fast_search(
     >>> result.extra["search"], result.best_score > 0.9
     ('fast', True)
     """
-    validate(dict(patience=patience, coarse_step=coarse_step, n_jobs=n_jobs,
-                  random_state=random_state, verbose=verbose), SEARCH_CONSTRAINTS)
+    validate({"patience": patience, "coarse_step": coarse_step, "search_tol": search_tol,
+              "n_jobs": n_jobs, "random_state": random_state, "verbose": verbose},
+             SEARCH_CONSTRAINTS)
     grid = check_search_inputs(pipeline, param_grid, X, y, cv, scoring, class_names)
     reason = fast_search_applies(pipeline, grid, X)
     if reason is not None:
@@ -266,13 +345,16 @@ def run_fast_search(
     splits = list(make_splitter(cv, random_state).split(X, y))
     values = _c_values(grid)
     started = time.perf_counter()
-    with Parallel(n_jobs=n_jobs, prefer="threads") as parallel, invalid_grid_values():
-        folds = parallel(delayed(_prepare_fold)(pipeline, X, y, tr, te) for tr, te in splits)
+    n_threads = min(len(splits), available_cores()) if n_jobs is None else n_jobs
+    with Parallel(n_jobs=n_threads, prefer="threads") as parallel, invalid_grid_values(), \
+            _torch_threads(1 if effective_n_jobs(n_threads) > 1 else None):
+        # One fold at a time: fitting a preprocessing may copy the fold's rows.
+        folds = [_prepare_fold(pipeline, X, y, tr, te, search_tol) for tr, te in splits]
         path = _Path(folds, get_scorer(scoring), parallel, verbose, on_fit)
         _search_path(path, values, patience, coarse_step)
         best_C = path.best()
         refit_started = time.perf_counter()
-        best = clone(pipeline).set_params(**{PARAM: best_C}).fit(X, y)
+        best = _refit(pipeline, best_C, X, y, folds)
     finished = time.perf_counter()
     return SearchResult(
         best_estimator=best,
@@ -284,6 +366,7 @@ def run_fast_search(
         scoring=scoring,
         n_splits=len(splits),
         extra={"search": "fast", "evaluated": list(path.rows), "n_candidates": len(values),
-               "patience": patience, "coarse_step": coarse_step},
+               "patience": patience, "coarse_step": coarse_step,
+               "search_tol": search_tol},
     )
 

@@ -67,6 +67,7 @@ SEARCH_CONSTRAINTS = {
     "cache": ["boolean", Options(("auto",))],
     "patience": [Interval(int, 1, None), None],
     "coarse_step": [Interval(int, 1, None)],
+    "search_tol": [Interval(float, 0, None, closed="neither"), None],
     "verbose": [int, "boolean"],
     "extend_grid": ["boolean"],
     "progress": ["boolean"],
@@ -86,7 +87,9 @@ class SearchConfig:
     cv : int or CV splitter, default=5
         Number of stratified shuffled folds (at least 2), or a scikit-learn splitter.
     scoring : {"accuracy", "balanced_accuracy"}, default="accuracy"
-    n_jobs : int or None, default=1
+    n_jobs : int or None, default=None
+        Parallel jobs. None: the fast search fits the folds in one thread per core (threads
+        share ``X``: nothing is copied), the grid and halving searches run in this process.
     random_state : int or None, default=0
         Shuffles the folds (and seeds the halving search).
     cache_dir : str or Path, default=None
@@ -115,7 +118,7 @@ class SearchConfig:
     method: Literal["fast", "grid", "halving"] = "fast"
     cv: object = 5
     scoring: str = "accuracy"
-    n_jobs: int | None = 1
+    n_jobs: int | None = None
     random_state: int | None = 0
     cache_dir: str | Path | None = None
     cache: bool | Literal["auto"] = "auto"

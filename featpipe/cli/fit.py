@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
     p.add_argument("--grid", action="append", default=[], help="e.g. clf__C=0.1,1,10 (repeatable)")
     p.add_argument("--cv", type=int, default=5)
     p.add_argument("--scoring", default="accuracy", choices=["accuracy", "balanced_accuracy"])
-    p.add_argument("--n-jobs", type=int, default=1)
+    p.add_argument("--n-jobs", type=int, default=None,
+                   help="parallel jobs (default: the fast search uses one thread per core)")
     p.add_argument("--halving", action="store_true", help="HalvingGridSearchCV")
     p.add_argument("--search", default="fast", choices=["fast", "grid"],
                    help="fast: C path with preprocessing once per fold (default); "

@@ -32,6 +32,7 @@ from featpipe.models.capture import FeatureCapture
 from featpipe.models.device import resolve_device
 from featpipe.models.layers import resolve_layers
 from featpipe.provenance import resume_differences
+from featpipe.resources import available_cores
 from featpipe.spec import PRESETS, ExtractionSpec
 from featpipe.store.reader import FeatureStore
 from featpipe.store.writer import StoreWriter
@@ -213,7 +214,7 @@ def default_workers(n_batches: int, cores: int | None = None) -> int:
     >>> default_workers(100, cores=2), default_workers(100, cores=8), default_workers(2, cores=8)
     (0, 4, 0)
     """
-    cores = cores or os.cpu_count() or 1
+    cores = cores or available_cores()
     if n_batches < 3 or cores < MIN_CORES_FOR_WORKERS:
         return 0
     return min(4, cores // 2)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
 
+from featpipe.classical.chunked import predict_rows
 from featpipe.errors import FeatpipeError
 
 
@@ -50,7 +51,7 @@ def evaluate(estimator, X_test, y_test, class_names: Sequence[str] | None = None
         )
     y_test = np.asarray(y_test)
     start = time.perf_counter()
-    y_pred = np.asarray(estimator.predict(X_test))
+    y_pred = predict_rows(estimator, X_test)
     predict_seconds = time.perf_counter() - start
 
     labels = (

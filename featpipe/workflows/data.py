@@ -42,8 +42,8 @@ def split_train_test(store: FeatureStore, layers: list[str], *, test=None, test_
     held_out = store.load(layers, split=split_name)
     if train_split is not None:
         return store.load(layers, split=train_split), held_out
-    data = store.load(layers)
-    return data.subset(data.splits != split_name), held_out
+    others = store.ok_rows[store.splits[store.ok_rows] != split_name]
+    return store.load(layers, rows=store.index[others]), held_out  # never the whole store
 
 
 def _fraction(test_split) -> float | None:

@@ -40,7 +40,8 @@ class FrozenFeatureClassifier(ClassifierMixin, BaseEstimator):
         Grid overrides merged over the recipe's grid, e.g. ``{"clf__C": [0.1, 1]}``.
     cv : int, default=5
     scoring : str, default="accuracy"
-    n_jobs : int, default=1
+    n_jobs : int or None, default=None
+        Parallel jobs of the search (see :class:`~featpipe.classical.search.SearchConfig`).
     batch_size : int, default=32
     device : str, default="auto"
     cache_dir : str, default="cache"
@@ -62,7 +63,7 @@ class FrozenFeatureClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, backbone="efficientnet_lite0", layers="full", recipe="fne", pool="mean",
                  image_size=None, weights=None, pretrained=True, grid=None, cv=5,
-                 scoring="accuracy", n_jobs=1, batch_size=32, device="auto", cache_dir="cache",
+                 scoring="accuracy", n_jobs=None, batch_size=32, device="auto", cache_dir="cache",
                  random_state=0):
         self.backbone = backbone
         self.layers = layers

@@ -73,7 +73,7 @@ class TrainingSpec:
     grid: dict[str, list] = field(default_factory=dict)
     cv: int = 5
     scoring: str = "accuracy"
-    n_jobs: int | None = 1
+    n_jobs: int | None = None
     search: Literal["fast", "grid", "halving"] = "fast"
     seed: int = 0
     cache_dir: str | None = None

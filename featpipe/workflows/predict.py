@@ -50,12 +50,14 @@ def extract_like(provenance: dict, source, out: Path, *, batch_size: int = 32,
 
 
 def _predict_store(pipeline, provenance: dict, training: dict, store: FeatureStore) -> dict:
+    from featpipe.classical.chunked import predict_rows
+
     data = load_compatible(store, provenance, provenance["layers"])
     class_names = list(training["class_names"])
     started = time.perf_counter()
-    predicted = pipeline.predict(data.X) if len(data.X) else np.empty(0, dtype=np.int64)
-    proba = pipeline.predict_proba(data.X) if hasattr(pipeline, "predict_proba") and len(
-        data.X) else None
+    predicted = predict_rows(pipeline, data.X) if len(data.X) else np.empty(0, dtype=np.int64)
+    proba = predict_rows(pipeline, data.X, "predict_proba") if hasattr(
+        pipeline, "predict_proba") and len(data.X) else None
     seconds = time.perf_counter() - started
     rows = {}
     for k, (input_index, image_id) in enumerate(zip(data.index.tolist(), data.ids.tolist())):
