@@ -91,3 +91,24 @@ def test_fit_layers_accepts_presets(lite0_store, tmp_path, capsys):
     assert main(["fit", str(lite0_store), "--layers", "last", "--cv", "2", "--grid",
                  "clf__C=0.01", "--out", str(tmp_path / "m.skops")]) == 0
     assert load_model(tmp_path / "m.skops")[1]["layers"] == ["bn2"]
+
+
+def test_held_out_split_can_load_after_the_search(lite0_store, tmp_path):
+    import shutil
+
+    import h5py
+
+    path = shutil.copy(lite0_store, tmp_path / "split.h5")
+    with h5py.File(path, "r+") as f:
+        n = len(f["index"])
+        f.create_dataset("split", data=np.array(["train", "test"] * (n // 2) + ["train"] * (n % 2),
+                                                dtype=h5py.string_dtype()))
+    store = FeatureStore.open(path)
+    eager_train, eager_test = split_train_test(store, ["bn2"])
+    train, later = split_train_test(store, ["bn2"], defer_held_out=True)
+    assert callable(later) and (eager_test.splits == "test").all()
+    np.testing.assert_array_equal(later().X, eager_test.X)
+    np.testing.assert_array_equal(train.X, eager_train.X)
+    assert set(train.splits) == {"train"}
+    with pytest.raises(FeatpipeError, match="no rows in split 'valid'"):
+        split_train_test(store, ["bn2"], test_split="valid", defer_held_out=True)

@@ -4,7 +4,7 @@ loading only features compatible with a model's provenance.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -14,11 +14,14 @@ from featpipe.store.reader import FeatureSet, FeatureStore
 
 
 def split_train_test(store: FeatureStore, layers: list[str], *, test=None, test_split=None,
-                     train_split=None, seed: int = 0) -> tuple[FeatureSet, FeatureSet | None]:
+                     train_split=None, seed: int = 0, defer_held_out: bool = False,
+                     ) -> tuple[FeatureSet, FeatureSet | Callable[[], FeatureSet] | None]:
     """Resolve the training rows and the held-out rows (None when there is no test set).
 
     ``test`` is another store; ``test_split`` a fraction to hold out (stratified, seeded) or a
     split name of this store. Without either, a store with a 'test' split uses it.
+    ``defer_held_out`` returns a split's held-out rows as a function that loads them (the split
+    is checked now), so that they are not in memory while the model is tuned.
     """
     if not len(store.ok_rows):
         raise FeatpipeError(f"{store.path.name} holds no successfully extracted images "
@@ -39,11 +42,18 @@ def split_train_test(store: FeatureStore, layers: list[str], *, test=None, test_
         split_name = "test"
     if split_name is None:
         return store.load(layers, split=train_split), None
-    held_out = store.load(layers, split=split_name)
+    store.select_rows(split=split_name)  # a missing split fails now, not after the search
+    held_out = _deferred(store.load, layers, split=split_name)
+    if not defer_held_out:
+        held_out = held_out()
     if train_split is not None:
         return store.load(layers, split=train_split), held_out
     others = store.ok_rows[store.splits[store.ok_rows] != split_name]
     return store.load(layers, rows=store.index[others]), held_out  # never the whole store
+
+
+def _deferred(function, *args, **kwargs) -> Callable[[], FeatureSet]:
+    return lambda: function(*args, **kwargs)
 
 
 def _fraction(test_split) -> float | None:

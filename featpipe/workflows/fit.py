@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -174,7 +174,8 @@ def fit_features(train: FeatureSet, spec: TrainingSpec, *, statistics_pool=None)
     return search(pipeline, grid, train.X, train.y, config, class_names=train.class_names)
 
 
-def fit_and_score(train: FeatureSet, spec: TrainingSpec, held_out: FeatureSet | None = None,
+def fit_and_score(train: FeatureSet, spec: TrainingSpec,
+                  held_out: FeatureSet | Callable[[], FeatureSet] | None = None,
                   *, statistics_pool=None) -> Scored:
     """Tune ``spec`` on ``train`` by cross-validation, then score ``held_out`` once.
 
@@ -186,6 +187,7 @@ def fit_and_score(train: FeatureSet, spec: TrainingSpec, held_out: FeatureSet | 
     search = fit_features(train, spec, statistics_pool=statistics_pool)
     evaluation = None
     if held_out is not None:
+        held_out = held_out() if callable(held_out) else held_out  # loaded after the search
         evaluation = evaluate(search.best_estimator, held_out.X, held_out.y, train.class_names)
     return Scored(search, evaluation)
 
@@ -228,7 +230,8 @@ def fit_store(store_path, spec: TrainingSpec, *, out, test=None, test_split=None
     store = FeatureStore.open(store_path)
     layers = store.resolve_layers(spec.layers)
     train, held_out = split_train_test(store, layers, test=test, test_split=test_split,
-                                       train_split=train_split, seed=spec.seed)
+                                       train_split=train_split, seed=spec.seed,
+                                       defer_held_out=True)
     pool, stats_from = statistics_pool(store, spec, train, test=test, held_out=held_out)
     scored = fit_and_score(train, spec, held_out, statistics_pool=pool)
     search, evaluation = scored.search, scored.evaluation
