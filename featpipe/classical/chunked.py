@@ -20,8 +20,9 @@ from sklearn.pipeline import Pipeline
 
 from featpipe.classical.transformers import FNEDiscretizer, LayerL2Normalizer, LayerSelector
 
-#: Rows per block: 2,048 x 3,120 float32 features are 26 MB.
-CHUNK_ROWS = 2048
+#: Rows per block: 512 x 3,120 float32 features are 6.4 MB, and a step's temporaries (FNE
+#: discretization makes four) stay a few times that.
+CHUNK_ROWS = 512
 
 
 def _learns_nothing_from_rows(step) -> bool:
