@@ -20,9 +20,9 @@ from sklearn.pipeline import Pipeline
 
 from featpipe.classical.transformers import FNEDiscretizer, LayerL2Normalizer, LayerSelector
 
-#: Rows per block: 512 x 3,120 float32 features are 6.4 MB, and a step's temporaries (FNE
-#: discretization makes four) stay a few times that.
-CHUNK_ROWS = 512
+#: Rows per block: 256 x 3,120 float32 features are 3.2 MB, and a step's temporaries (FNE
+#: discretization makes four) stay a few times that in each thread.
+CHUNK_ROWS = 256
 
 
 def _learns_nothing_from_rows(step) -> bool:

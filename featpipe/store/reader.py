@@ -298,7 +298,7 @@ class FeatureStore:
         with _open_h5(self.path, "r") as f:
             for name in names:
                 stop = start + dims[name]
-                X[:, start:stop] = _read_rows(f["features"][name], positions)
+                _read_rows(f["features"][name], positions, out=X[:, start:stop])
                 layer_slices[name] = (start, stop)
                 start = stop
         labels = self.labels[positions]
@@ -405,15 +405,15 @@ class FeatureStore:
         return int(np.flatnonzero(self.index == input_index)[0])
 
 
-def _read_rows(ds: h5py.Dataset, positions: np.ndarray) -> np.ndarray:
-    """Read rows by position: whole contiguous ranges are one read; scattered rows go per chunk."""
+def _read_rows(ds: h5py.Dataset, positions: np.ndarray, out: np.ndarray | None = None,
+               ) -> np.ndarray:
+    """Read rows by position into ``out`` (a new float32 array when None), one HDF5 chunk of
+    rows at a time, so that no more than a chunk is ever held twice."""
+    if out is None:
+        out = np.empty((len(positions), ds.shape[1]), dtype=np.float32)
     if len(positions) == 0:
-        return np.empty((0, ds.shape[1]), dtype=np.float32)
-    lo, hi = int(positions[0]), int(positions[-1]) + 1
-    if hi - lo == len(positions):
-        return ds[lo:hi].astype(np.float32, copy=False)
-    rows_per_chunk = ds.chunks[0] if ds.chunks else hi - lo
-    out = np.empty((len(positions), ds.shape[1]), dtype=np.float32)
+        return out
+    rows_per_chunk = ds.chunks[0] if ds.chunks else ds.shape[0]
     chunk_of = positions // rows_per_chunk
     for chunk in np.unique(chunk_of):
         mask = chunk_of == chunk
