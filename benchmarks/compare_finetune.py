@@ -59,6 +59,10 @@ def parser():
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--sizes", default="5,10,all")
+    p.add_argument("--all-seeds", type=int, default=None,
+                   help="seeds for 'all' (default: --seeds)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows of an existing CSV and run only what it lacks")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the page and plot from an existing CSV (e.g. of a stopped run)")
     p.add_argument("--cap-all", type=int, default=None, metavar="N",
@@ -184,7 +188,9 @@ def score_size(data: Prepared, size, args, rows: list, out) -> None:
     """Every arm on every seed's draw of ``size`` images per class."""
     index_of = dict(zip(data.store.ids.tolist(), data.store.index.tolist()))
     ids = data.pixels.ids
-    seeds = [args.seed + s for s in range(args.seeds)]
+    n_seeds = args.all_seeds if size == ALL and args.all_seeds else args.seeds
+    seeds = [args.seed + s for s in range(n_seeds)]
+    done = {(r["dataset"], r["size"], int(r["seed"]), r["arm"]) for r in rows}
     if size != ALL and size > common.smallest_class(data.labels[data.train_pos]):
         harness.log(f"[{data.dataset}] skipping {size}/class: a class has fewer")
         return
@@ -195,9 +201,13 @@ def score_size(data: Prepared, size, args, rows: list, out) -> None:
         base = {"dataset": data.dataset, "similarity": common.similarity(data.dataset),
                 "size": size, "seed": seed, "n_train": len(chosen)}
         for arm, (preset, recipe) in FROZEN_ARMS.items():
+            if (data.dataset, size, seed, arm) in done:
+                continue
             rows.append({**base, "arm": arm, **frozen_arm(
                 data.store, train_rows, test_rows, preset, recipe, seed, args)})
         for arm, changes in TUNED_ARMS.items():
+            if (data.dataset, size, seed, arm) in done:
+                continue
             rows.append({**base, "arm": arm, **tuned_arm(
                 data.pixels, chosen, data.test_pos, changes, seed, data.store.path, args)})
             harness.log(f"[{data.dataset}] {size}/class seed {seed} {arm}: "
@@ -270,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.epochs = min(args.seeds, 1), min(args.epochs, 2)
     out = harness.outputs(args, NAME)
-    rows: list[dict] = _read_rows(out.csv) if args.report_only else []
+    rows: list[dict] = _read_rows(out.csv) if args.report_only or args.resume else []
     if not args.report_only:  # sizes outermost: a stopped run still covers every dataset
         prepared = [prepare(d, m, args) for d, m in args.manifests.items()]
         for size in _sizes(args.sizes):
@@ -280,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     harness.write_csv(out.csv, rows, COLUMNS)
     plot(summary, out.png)
     cap = "" if args.cap_all is None else f" (at most {args.cap_all} per class, drawn per seed)"
-    notes = (f"Test accuracy, mean ± std (population) over {args.seeds} seeds; `all` = the "
+    all_seeds = args.all_seeds or args.seeds
+    notes = (f"Test accuracy, mean ± std (population) over {args.seeds} seeds ({all_seeds} for "
+             "`all`; a single seed shows ± 0.000); `all` = the "
              f"whole training split{cap} (seeds change the fine-tuning's validation split, "
              f"initialisation and augmentation). Fine-tuning: {args.epochs} epochs for every "
              f"arm, {', '.join(f'{k}={v}' for k, v in SHARED.items())}; cosine schedule with "

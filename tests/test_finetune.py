@@ -24,7 +24,7 @@ from featpipe.finetuning.run import finetune
 from featpipe.finetuning.spec import FinetuneSpec
 from featpipe.models import create_backbone
 
-from conftest import write_shapes
+from conftest import CLIPART, write_shapes
 
 TINY = dict(model="timm:test_efficientnet", pretrained=False, image_size=32, batch_size=8)
 TINY_FLAGS = ["--model", "timm:test_efficientnet", "--no-pretrained", "--image-size", "32",
@@ -207,7 +207,7 @@ def _cli(args, **kwargs):
 
 def test_resume_after_kill_gives_the_weights_of_an_uninterrupted_run(shapes, tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    flags = [*TINY_FLAGS, "--epochs", "6", "--patience", "0", "--freeze", "2"]
+    flags = [*TINY_FLAGS, "--epochs", "4", "--patience", "0", "--freeze", "2"]
     proc = subprocess.Popen([sys.executable, "-m", "featpipe.cli", "finetune", str(shapes),
                              "--out", str(killed), *flags],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -277,3 +277,18 @@ def test_existing_run_dirs_are_refused_unless_resumable_or_overwritten(finished_
     with pytest.raises(FeatpipeError, match="belongs to a run with other settings"):
         finetune(shapes, unfinished, spec.replace(lr=0.5))
     assert sorted(p.name for p in unfinished.iterdir()) == ["checkpoint.pt"]
+
+
+@pytest.mark.slow  # the real Lite0 on the bundled drawings: LP-FT end to end (~15 s on 2 cores)
+def test_lpft_with_lite0_on_the_bundled_images(tmp_path, capsys):
+    out = tmp_path / "lite0"
+    assert main(["finetune", str(CLIPART), "--out", str(out), "--image-size", "64",
+                 "--freeze", "all", "--head-init", "probe", "--epochs", "1", "--lr", "1e-3",
+                 "--val-split", "0.2", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["probe"]["agreement"] == 1.0
+    assert summary["base"]["weights"].startswith("embedded:")
+    assert summary["best_val_accuracy"] > 0.4  # 6 classes: chance is 0.17 (0.57 seen at 64 px)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(CLIPART), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.4
