@@ -136,6 +136,22 @@ def test_lpft_head_reproduces_the_probe_before_the_first_step(split):
     assert result.probe["agreement"] == 1.0 and result.probe["source"] == "extracted"
 
 
+def test_lpft_reuses_a_store_only_when_its_features_match(shapes, split, tmp_path):
+    from featpipe.extract import extract
+
+    spec = FinetuneSpec(**TINY, head_init="probe", epochs=1)
+    matching, other = tmp_path / "match.h5", tmp_path / "other.h5"
+    extract(shapes, matching, model="timm:test_efficientnet", pretrained=False, image_size=32,
+            layers="last", progress=False)
+    extract(shapes, other, model="timm:test_efficientnet", pretrained=False, image_size=40,
+            layers="last", progress=False)
+    lines = []
+    assert train(spec, *split, features=matching).probe["source"] == str(matching)
+    result = train(spec, *split, features=other, log=lines.append)
+    assert result.probe["source"] == "extracted" and result.probe["agreement"] == 1.0
+    assert any("not using" in line and "preprocessing" in line for line in lines)
+
+
 def test_sampler_contract_order_epoch_and_logged_state(split):
     class Every(torch.utils.data.Sampler):
         def __init__(self):

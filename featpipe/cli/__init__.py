@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"featpipe: error: {as_flags(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("featpipe: interrupted (an unfinished extract resumes when re-run)", file=sys.stderr)
+        print("featpipe: interrupted (an unfinished extract or finetune resumes when re-run)", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not a user mistake: one line unless debugging
         if os.environ.get(DEBUG_ENV):

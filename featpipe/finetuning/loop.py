@@ -230,13 +230,16 @@ def _init_head(spec, tuning, run, crops, train_set, features, class_names, log) 
                                         store_features)
 
     model, head = tuning.model, tuning.classifier
+    X, source = None, "extracted"
     if features is not None:
-        ids = [train_set.ids[i] for i in crops.positions]
-        X = store_features(features, run.feature_provenance(), ids)
-        source = str(features)
-    else:
+        try:
+            X = store_features(features, run.feature_provenance(),
+                               [train_set.ids[i] for i in crops.positions])
+            source = str(features)
+        except FeatpipeError as exc:  # another kind of features: compute the right ones
+            log(f"not using {features} for the probe ({exc}); computing the features")
+    if X is None:
         X = classifier_inputs(model, head, crops.images, run.normalize)
-        source = "extracted"
     probe = fit_probe(X, crops.labels.numpy(), class_names, spec.seed, source)
     probe_as_linear(probe, model.get_submodule(head))
     val_features = classifier_inputs(model, head, run.val.images, run.normalize)
