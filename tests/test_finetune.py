@@ -152,6 +152,24 @@ def test_lpft_reuses_a_store_only_when_its_features_match(shapes, split, tmp_pat
     assert any("not using" in line and "preprocessing" in line for line in lines)
 
 
+def test_validation_split_is_stratified_or_a_named_split_and_test_rows_never_train():
+    from featpipe.data.imageset import ImageSet
+
+    labels = ["a"] * 10 + ["b"] * 4 + ["a", "b"]
+    splits = ["train"] * 6 + ["val"] * 4 + ["train", "val", "train", "train", "test", "test"]
+    images = ImageSet(items=list(range(16)), ids=[f"i{k}" for k in range(16)], labels=labels,
+                      splits=splits, root=None, kind="arrays")
+    train_set, val_set = split_train_val(images, 0.25, seed=0)
+    assert sorted(val_set.labels) == ["a", "a", "b"]  # round(0.25 * n) of 10 and 4, at least 1
+    assert "test" not in train_set.splits + val_set.splits
+    assert len(train_set) + len(val_set) == 14 and len(val_set) == 3
+    assert split_train_val(images, 0.25, seed=0)[1].ids == val_set.ids  # seeded
+    train_set, val_set = split_train_val(images, "val", seed=0)
+    assert set(val_set.splits) == {"val"} and set(train_set.splits) == {"train"}
+    with pytest.raises(FeatpipeError, match="no split named 'valid'"):
+        split_train_val(images, "valid", seed=0)
+
+
 def test_sampler_contract_order_epoch_and_logged_state(split):
     class Every(torch.utils.data.Sampler):
         def __init__(self):

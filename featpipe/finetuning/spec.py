@@ -73,6 +73,10 @@ class FinetuneSpec:
         Side of the network input; None: the weights' native size.
     resize : {"pad", "crop", "squash"}, default "pad"
         How an image becomes the square input (as for extraction).
+    crop_pct : float or None
+        The kept fraction in ``crop`` mode; None: the weights' own.
+    pad_color : tuple of 3 ints
+        Padding colour in ``pad`` mode.
     freeze : "none", "all" or int, default "none"
         Stages (``featpipe layers``' ``stages`` preset, bottom first) whose parameters do not
         train: none, all (only the head trains) or the first N.
