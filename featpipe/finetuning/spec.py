@@ -155,7 +155,12 @@ class FinetuneSpec:
         return self.lr if self.head_lr is None else self.head_lr
 
     def replace(self, **changes) -> FinetuneSpec:
-        """A copy with ``changes`` (validated again)."""
+        """A copy with ``changes`` (validated again); an unknown setting is a one-line error."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(f"unknown fine-tuning setting(s) {', '.join(unknown)}; "
+                             f"use {', '.join(sorted(known))}")
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> dict:
