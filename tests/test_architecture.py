@@ -19,6 +19,7 @@ FLOORS = [
     {"extract"},
     {"classical"},
     {"report"},
+    {"finetuning"},
     {"workflows"},
     {"cli", "demo", "__main__"},
 ]
