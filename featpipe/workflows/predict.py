@@ -16,8 +16,11 @@ from featpipe.workflows.data import load_compatible
 
 
 def predict_source(model_path, source, *, trusted=False, batch_size: int = 32,
-                   device: str = "auto") -> dict:
-    """Predict every input of ``source`` (a store, or images re-extracted like the model's)."""
+                   device: str = "auto", **source_options) -> dict:
+    """Predict every input of ``source`` (a store, or images re-extracted like the model's).
+
+    ``source_options`` (``follow_links``, ``allow_outside``) go to
+    :func:`~featpipe.data.sources.open_source`."""
     from featpipe.classical.persist import load_model
 
     pipeline, provenance, training = load_model(model_path, trusted=trusted)
@@ -26,7 +29,7 @@ def predict_source(model_path, source, *, trusted=False, batch_size: int = 32,
     tmp = Path(tempfile.mkdtemp(prefix="featpipe-predict-"))
     try:
         store = extract_like(provenance, source, tmp / "features.h5", batch_size=batch_size,
-                             device=device)
+                             device=device, **source_options)
         return _predict_store(pipeline, provenance, training, store)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -38,12 +41,12 @@ def _is_store(source) -> bool:
 
 
 def extract_like(provenance: dict, source, out: Path, *, batch_size: int = 32,
-                 device: str = "auto") -> FeatureStore:
+                 device: str = "auto", **source_options) -> FeatureStore:
     """Extract ``source`` with exactly the backbone settings recorded in ``provenance``."""
     from featpipe.extract import extract
 
     extract(source, out, ExtractionSpec.from_provenance(provenance), batch_size=batch_size,
-            device=device, progress=False)
+            device=device, progress=False, **source_options)
     store = FeatureStore.open(out)
     check_same_features(provenance, store.provenance, "the re-extracted images")
     return store
