@@ -10,12 +10,13 @@ the same way).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import h5py
@@ -23,6 +24,8 @@ import numpy as np
 
 #: Random kill points per command; CI keeps it small, FEATPIPE_FAULT_RUNS=50 for a campaign.
 FAULT_RUNS = int(os.environ.get("FEATPIPE_FAULT_RUNS", "2"))
+#: A JSON-lines file receiving every :class:`KillReport` (for RELIABILITY.md's counts).
+FAULT_LOG = os.environ.get("FEATPIPE_FAULT_LOG")
 
 
 def featpipe_cmd(*argv) -> list[str]:
@@ -52,10 +55,12 @@ def timed_run(cmd: list[str], *, work_starts: Path | None = None) -> Reference:
 
 @dataclass
 class KillReport:
-    """What one :func:`kill_and_resume` did."""
+    """What one :func:`kill_and_resume` did: the delay, whether the kill came before the run
+    ended and whether it came mid-work (``work_starts`` existed), the re-runs' exit codes."""
 
     delay: float
     killed: bool
+    mid_work: bool
     resumes: list[int] = field(default_factory=list)
 
 
@@ -64,26 +69,39 @@ def kill_and_resume(cmd: list[str], reference: Reference, seed: int, *,
     """SIGKILL ``cmd`` at a seeded random moment, then re-run it until it exits 0.
 
     The delay is drawn uniformly in ``[0, reference.work_seconds)`` after ``work_starts``
-    appears (after the start without it). A run that finished before the kill counts too:
-    the re-run must then leave the finished result as it is.
+    appears (after the start without it). A run that finished before the kill is not
+    re-run (the result must then be the finished one).
     """
     delay = float(np.random.default_rng(seed).uniform(0, reference.work_seconds))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if work_starts is not None:
         _wait_for(proc, work_starts)
+    mid_work = False
     try:
         proc.wait(timeout=delay)
     except subprocess.TimeoutExpired:
+        mid_work = work_starts is None or work_starts.exists()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    report = KillReport(delay=delay, killed=proc.returncode == -signal.SIGKILL)
+    report = KillReport(delay=delay, killed=proc.returncode == -signal.SIGKILL,
+                        mid_work=proc.returncode == -signal.SIGKILL and mid_work)
+    if not report.killed:
+        assert proc.returncode == 0, f"{cmd} failed without a kill"
+        return _logged(cmd, report)
     for _ in range(max_resumes):
         resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         report.resumes.append(resumed.returncode)
         if resumed.returncode == 0:
-            return report
+            return _logged(cmd, report)
         assert "Traceback" not in resumed.stderr, resumed.stderr
     raise AssertionError(f"{cmd} did not succeed after the kill: {report}; {resumed.stderr}")
+
+
+def _logged(cmd: list[str], report: KillReport) -> KillReport:
+    if FAULT_LOG:
+        with open(FAULT_LOG, "a") as log:
+            log.write(json.dumps({"command": cmd[3], **asdict(report)}) + "\n")
+    return report
 
 
 def _wait_for(proc: subprocess.Popen, path: Path, timeout: float = 300) -> float:

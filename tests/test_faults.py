@@ -6,15 +6,11 @@ result of an uninterrupted run). RELIABILITY.md reports the faults and how often
 ``FEATPIPE_FAULT_RUNS=N`` sets the number of random kill points per command (default 2).
 """
 
-import contextlib
-import csv
-import io
 import json
 import os
 import resource
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -27,7 +23,7 @@ from featpipe.classical.transformers.layers import LayerL2Normalizer
 from featpipe.classical.transformers.scaling import Standardizer
 from featpipe.cli import main
 from featpipe.data.sources import from_file_list, from_folder, from_manifest
-from featpipe.errors import FeatpipeError, FeatpipeWarning, UsageError
+from featpipe.errors import FeatpipeError, FeatpipeWarning
 from featpipe.extract import extract
 from featpipe.fileio import atomic_write, private_folder
 from featpipe.models.capture import FeatureCapture

@@ -101,10 +101,12 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
     partial = out.with_name(out.name + ".partial")
     with exclusive_lock(out):
         dev = resolve_device(device)
+        batch = min(batch_size, max(1, len(index)))
         if spec.image_size is not None:  # before the backbone: it may run a pass at this size
-            check_fits_memory(spec.image_size, min(batch_size, max(1, len(index))), dev)
+            check_fits_memory(spec.image_size, batch, dev)
         backbone = create_backbone(spec.model, weights=spec.weights, pretrained=spec.pretrained,
                                    image_size=spec.image_size)
+        check_fits_memory(backbone.preprocessing.image_size, batch, dev)
         backbone.preprocessing = backbone.preprocessing.with_resize(
             spec.resize, crop_pct=spec.crop_pct, fill=spec.pad_color)
         capture = FeatureCapture(backbone, resolve_layers(backbone, spec.layers), pool=spec.pool,
