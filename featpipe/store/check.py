@@ -142,7 +142,8 @@ def _check_finite(ds: h5py.Dataset, status: np.ndarray, ids, check: StoreCheck) 
 def _check_digests(f: h5py.File, check: StoreCheck) -> None:
     recorded = json.loads(f.attrs.get("checksums", "{}"))
     if not recorded:
-        check.notes.append("no checksums recorded (older store: content not verified)")
+        check.notes.append("no checksums recorded (an unfinished or older store: content "
+                           "not verified)")
         return
     for name in sorted(recorded):
         if name not in f:
