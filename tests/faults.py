@@ -65,12 +65,14 @@ class KillReport:
 
 
 def kill_and_resume(cmd: list[str], reference: Reference, seed: int, *,
-                    work_starts: Path | None = None, max_resumes: int = 3) -> KillReport:
+                    work_starts: Path | None = None, output: Path | None = None,
+                    max_resumes: int = 3) -> KillReport:
     """SIGKILL ``cmd`` at a seeded random moment, then re-run it until it exits 0.
 
     The delay is drawn uniformly in ``[0, reference.work_seconds)`` after ``work_starts``
     appears (after the start without it). A run that finished before the kill is not
-    re-run (the result must then be the finished one).
+    re-run, nor one killed after its ``output`` (written atomically) appeared: its work was
+    done (the caller checks the result either way).
     """
     delay = float(np.random.default_rng(seed).uniform(0, reference.work_seconds))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -87,6 +89,8 @@ def kill_and_resume(cmd: list[str], reference: Reference, seed: int, *,
                         mid_work=proc.returncode == -signal.SIGKILL and mid_work)
     if not report.killed:
         assert proc.returncode == 0, f"{cmd} failed without a kill"
+        return _logged(cmd, report)
+    if output is not None and output.exists():
         return _logged(cmd, report)
     for _ in range(max_resumes):
         resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -92,7 +92,7 @@ def test_extract_killed_at_a_random_moment_resumes_to_the_same_store(
     reference_store, reference = extract_reference
     out = tmp_path / "killed.h5"
     kill_and_resume(extract_cmd(images, out), reference, seed,
-                    work_starts=Path(f"{out}.partial"))
+                    work_starts=Path(f"{out}.partial"), output=out)
     assert_same_store(out, reference_store)
     assert check_store(out).ok and not Path(f"{out}.partial").exists()
 

@@ -20,19 +20,19 @@ from typing import Mapping, Sequence
 import h5py
 import numpy as np
 
+from featpipe.errors import FeatpipeError
 from featpipe.store.layout import (
+    CHUNK_BYTES,
     FAILED,
     FORMAT_VERSION,
     OK,
     PENDING,
-    CHUNK_BYTES,
     STR,
     _read_str,
     checksummed_names,
     dataset_digest,
     rows_per_chunk,
 )
-from featpipe.errors import FeatpipeError
 
 #: Free space kept in reserve beyond a batch's own bytes and a new chunk per layer: room for
 #: the failure table and HDF5's metadata.
