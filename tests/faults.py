@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 #: Random kill points per command; CI keeps it small, FEATPIPE_FAULT_RUNS=50 for a campaign.
-FAULT_RUNS = int(os.environ.get("FEATPIPE_FAULT_RUNS", "2"))
+FAULT_RUNS = int(os.environ.get("FEATPIPE_FAULT_RUNS", "1"))
 #: A JSON-lines file receiving every :class:`KillReport` (for RELIABILITY.md's counts).
 FAULT_LOG = os.environ.get("FEATPIPE_FAULT_LOG")
 

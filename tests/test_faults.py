@@ -3,7 +3,7 @@
 Each test injects one fault and checks what the user sees (one line naming the file and the
 cause, the right exit code) and what is kept (a finished part that reads and resumes to the
 result of an uninterrupted run). RELIABILITY.md reports the faults and how often they ran.
-``FEATPIPE_FAULT_RUNS=N`` sets the number of random kill points per command (default 2).
+``FEATPIPE_FAULT_RUNS=N`` sets the number of random kill points per command (default 1).
 """
 
 import json
