@@ -17,3 +17,7 @@ class UsageError(FeatpipeError):
     """A malformed command line or argument combination (CLI exit code 2)."""
 
     exit_code = 2
+
+
+class FeatpipeWarning(UserWarning):
+    """Something the user should know that did not stop the work (the CLI prints one line)."""

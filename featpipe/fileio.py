@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object] |
                  *, mode: int = 0o644) -> Path:
     """Write ``path`` atomically; ``write`` is the content or a function given the binary file.
 
-    The file gets ``mode`` (temporary files are created 0600).
+    The file gets ``mode`` less the process's umask, as ``open`` would give it (temporary
+    files are created 0600).
 
     Examples
     --------
@@ -39,12 +41,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object] |
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, mode)
+        os.chmod(tmp, mode & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process's umask (read from /proc where possible: setting it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def checked_output(out: str | os.PathLike, *, overwrite: bool = True) -> Path:
@@ -63,6 +79,31 @@ def checked_output(out: str | os.PathLike, *, overwrite: bool = True) -> Path:
     if not os.access(parent, os.W_OK):
         raise FeatpipeError(f"output folder {parent} is not writable")
     return out
+
+
+def private_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a folder nobody but this user can write into: created 0700 when absent;
+    an existing one must be owned by the user and hold no symbolic link and nothing that
+    others may write.
+
+    For caches whose files are loaded as code (joblib's pickles): a folder others can write
+    is code they would run in this process. It cannot vouch for content the user put there
+    from elsewhere (an unpacked archive) — hence no cache persists unless asked for.
+    """
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    uid = os.getuid()
+    for folder, dirs, files in os.walk(path):
+        for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+            info = os.lstat(name)
+            problem = ("is a symbolic link" if stat.S_ISLNK(info.st_mode)
+                       else "belongs to another user" if info.st_uid != uid
+                       else "is writable by others" if info.st_mode & 0o022 else None)
+            if problem:
+                raise FeatpipeError(
+                    f"cache folder {path} is not private: {name} {problem}; its files are "
+                    "loaded as code, so use a folder only you can write (chmod -R go-w) or none")
+    return path
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featpipe.errors import FeatpipeError
+from featpipe.errors import FeatpipeError, FeatpipeWarning
 from featpipe.data.loading import DecodedImages, collate_decoded
 from featpipe.data.decode import ImageDecodeError, load_rgb
 from featpipe.data.imageset import ImageSet
@@ -63,17 +63,20 @@ def class_folder(tmp_path):
 
 
 def test_from_folder_labels_order_and_ids(class_folder):
-    images = from_folder(class_folder)
-    assert images.ids == ["a-b/z.png", "cat/a.jpg", "cat/b.png", "dog/link.png", "dog/sub/c.png"]
-    assert images.labels == ["a-b", "cat", "cat", "dog", "dog"]
+    with pytest.warns(FeatpipeWarning, match="skipped 1 symbolic link.*dog/link.png"):
+        images = from_folder(class_folder)  # dog/link.png -> cat/b.png would relabel a cat
+    assert images.ids == ["a-b/z.png", "cat/a.jpg", "cat/b.png", "dog/sub/c.png"]
+    assert images.labels == ["a-b", "cat", "cat", "dog"]
     assert images.class_names == ["a-b", "cat", "dog"]
-    assert images.label_indices().tolist() == [0, 1, 1, 2, 2]
+    assert images.label_indices().tolist() == [0, 1, 1, 2]
     assert images.label_indices().dtype == np.int64
     assert images.kind == "folder" and images.splits is None
     assert images.root == str(class_folder.resolve())
     assert images.items[1] == str(class_folder.resolve() / "cat" / "a.jpg")
-    assert pixel(images.items[3]) == (10, 10, 10)  # symlink followed
-    assert open_source(class_folder).fingerprint() == images.fingerprint()
+    with pytest.warns(FeatpipeWarning):
+        assert open_source(class_folder).fingerprint() == images.fingerprint()
+    followed = from_folder(class_folder, follow_links=True)
+    assert followed.ids[3] == "dog/link.png" and pixel(followed.items[3]) == (10, 10, 10)
 
 
 def test_from_folder_unlabelled(tmp_path):
@@ -115,7 +118,10 @@ def test_manifest_round_trip_with_splits(tmp_path):
         f"{absolute},dog,test\n"
         "./x/../x/2.png,cat,test\n"
     )
-    images = open_source(tmp_path / "data" / "m.csv")
+    with pytest.raises(FeatpipeError, match=r"m.csv:4: '.*abs.png' is outside the manifest's "
+                                            r"folder .*; pass `allow_outside=True`"):
+        open_source(tmp_path / "data" / "m.csv")
+    images = open_source(tmp_path / "data" / "m.csv", allow_outside=True)
     assert images.kind == "manifest"
     assert images.ids == ["x/1.png", str(absolute), "x/2.png"]
     assert images.items[0] == str(tmp_path / "data" / "x" / "1.png")

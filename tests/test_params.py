@@ -100,7 +100,7 @@ def test_training_spec_builds_its_search_config_and_describes_itself_as_json():
                         search="halving", seed=3, cv=4)
     config = spec.search_config()
     assert (config.method, config.cv, config.random_state, config.cache_dir) == (
-        "halving", 4, 3, "cache")
+        "halving", 4, 3, None)  # no cache persists unless asked for (issue 14)
     described = spec.describe()
     assert described["reduce"] == "pca:8" and described["grid"] == {"clf__C": [0.1, 1]}
     assert TrainingSpec(reduce=False).describe()["reduce"] == "none"

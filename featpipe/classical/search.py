@@ -93,9 +93,10 @@ class SearchConfig:
     random_state : int or None, default=0
         Shuffles the folds (and seeds the halving search).
     cache_dir : str or Path, default=None
-        Cache fitted transformers there with ``joblib.Memory`` (grid and halving searches).
+        Cache fitted transformers there with ``joblib.Memory`` (grid and halving searches);
+        None: a private temporary folder serves the one search (see :func:`run_search`).
     cache : bool or "auto", default="auto"
-        Whether to use ``cache_dir`` ("auto": only pipelines with a ``reduce`` step).
+        Whether to cache ("auto": only pipelines with a ``reduce`` step).
     patience, coarse_step : int
         The fast search's early stop and coarse-to-fine step (see its module notes).
     verbose : int, default=0
@@ -293,10 +294,15 @@ def run_search(
         Use successive halving (``HalvingGridSearchCV``, factor 3) instead of a full grid.
     random_state : int or None, default=0
     cache_dir : str or Path, default=None
-        Cache fitted transformers there with ``joblib.Memory`` (e.g. ``"cache/"``).
+        Cache fitted transformers there with ``joblib.Memory`` (e.g. ``"cache/"``). joblib
+        stores pickles, which run code when loaded, so the folder must be private
+        (:func:`featpipe.fileio.private_folder`: the user's own, writable by nobody else)
+        and must never receive files from elsewhere. None (the default): a private
+        temporary folder serves this search only and is removed after it — nothing on disk
+        outlives the run, at the price of recomputing in the next one.
     cache : bool or "auto", default="auto"
-        Whether to use ``cache_dir``: "auto" caches only pipelines with a ``reduce`` step,
-        the only preprocessing expensive enough to beat the hashing cost (see module notes).
+        Whether to cache: "auto" caches only pipelines with a ``reduce`` step, the only
+        preprocessing expensive enough to beat the hashing cost (see module notes).
     verbose : int, default=0
     class_names : sequence of str, default=None
         Names used in error messages.
@@ -325,26 +331,27 @@ def run_search(
     splitter = make_splitter(cv, random_state)
 
     pipeline = clone(pipeline)
-    cached = _use_cache(pipeline, cache_dir, cache)
-    if cached:
-        from joblib import Memory
+    cached = _use_cache(pipeline, cache)
+    with _cache_folder(cache_dir if cached else False) as location:
+        if location is not None:
+            from joblib import Memory
 
-        pipeline.set_params(memory=Memory(location=str(cache_dir), verbose=0))
-    search = _make_search(
-        pipeline,
-        grid,
-        cv=splitter,
-        scoring=_ticking(scoring, on_fit) if on_fit is not None and n_jobs in (None, 1)
-        else scoring,
-        n_jobs=n_jobs,
-        halving=halving,
-        random_state=random_state,
-        verbose=verbose,
-    )
-    start = time.perf_counter()
-    with invalid_grid_values():
-        search.fit(X, y)
-    fit_seconds = time.perf_counter() - start
+            pipeline.set_params(memory=Memory(location=str(location), verbose=0))
+        search = _make_search(
+            pipeline,
+            grid,
+            cv=splitter,
+            scoring=_ticking(scoring, on_fit) if on_fit is not None and n_jobs in (None, 1)
+            else scoring,
+            n_jobs=n_jobs,
+            halving=halving,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        start = time.perf_counter()
+        with invalid_grid_values():
+            search.fit(X, y)
+        fit_seconds = time.perf_counter() - start
 
     best = search.best_estimator_
     best.set_params(memory=None)  # fitted steps stay; a Memory object is not worth persisting
@@ -357,8 +364,26 @@ def run_search(
         refit_seconds=float(getattr(search, "refit_time_", 0.0)),
         scoring=scoring,
         n_splits=n_splits,
-        extra={"search": "grid", "cache": str(cache_dir) if cached else None},
+        extra={"search": "grid",
+               "cache": None if not cached else str(cache_dir) if cache_dir else "temporary"},
     )
+
+
+@contextmanager
+def _cache_folder(cache_dir):
+    """The verified private ``cache_dir``, a private temporary folder (``cache_dir`` None)
+    removed afterwards, or None (``cache_dir`` False: no cache)."""
+    if cache_dir is False:
+        yield None
+    elif cache_dir is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="featpipe-cache-") as folder:  # 0700
+            yield Path(folder)
+    else:
+        from featpipe.fileio import private_folder
+
+        yield private_folder(cache_dir)
 
 
 def _ticking(scoring: str, tick: Callable[[int], object]):
@@ -375,8 +400,8 @@ def _ticking(scoring: str, tick: Callable[[int], object]):
     return score
 
 
-def _use_cache(pipeline: Pipeline, cache_dir, cache) -> bool:
-    if cache_dir is None or cache is False:
+def _use_cache(pipeline: Pipeline, cache) -> bool:
+    if cache is False:
         return False
     return cache is True or "reduce" in pipeline.named_steps
 

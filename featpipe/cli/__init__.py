@@ -66,12 +66,44 @@ def as_flags(message: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `featpipe` console script."""
+    code = _run(argv)
+    writer = sys.modules.get("featpipe.store.writer")
+    if writer is not None and writer.handles_abandoned():
+        # A store's write failed and its HDF5 handle cannot be closed: leave without the
+        # library's exit handlers, which would crash on it (featpipe.store.writer).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _one_line_warnings(show_other):
+    """A ``warnings.showwarning`` printing featpipe's own warnings as one line each."""
+    from featpipe.errors import FeatpipeWarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, FeatpipeWarning):
+            print(f"featpipe: warning: {as_flags(str(message))}", file=sys.stderr)
+        else:
+            show_other(message, category, *args, **kwargs)
+
+    return show
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    import warnings
+
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args) or 0
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return args.func(args) or 0
     except FeatpipeError as exc:
         print(f"featpipe: error: {as_flags(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader stopped early (`featpipe info | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush at exit
+        return 128 + 13  # as when killed by SIGPIPE
     except KeyboardInterrupt:
         print("featpipe: interrupted (an unfinished extract or finetune resumes when re-run)", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from featpipe.cli.output import add_source_options
 from featpipe.cli.parsing import parse_color, parse_layers, parse_shard
 
 
@@ -35,6 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--compression", default=None, help="lzf | gzip")
     p.add_argument("--shard", default=None, help="K/N: extract the K-th of N slices of the inputs")
     p.add_argument("--force", action="store_true", help="allow --pool none above the size cap")
+    add_source_options(p)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -45,7 +47,8 @@ def run(args) -> int:
 
     result = extract(args.source, args.out, spec_from_args(args), batch_size=args.batch_size,
                      workers=args.workers, device=args.device, shard=parse_shard(args.shard),
-                     overwrite=args.overwrite, progress=not args.quiet)
+                     overwrite=args.overwrite, progress=not args.quiet,
+                     follow_links=args.follow_links, allow_outside=args.allow_outside)
     resumed = " (resumed)" if result.resumed else ""
     print(f"wrote {result.path}: {result.n_images} images, {result.n_failed} failed{resumed}, "
           f"{result.images_per_second:.1f} img/s")

@@ -34,7 +34,10 @@ def add_parser(sub) -> None:
                       help="fraction (e.g. 0.2) held out, or a split name of the store")
     p.add_argument("--train-split", default=None, help="train only on this split of the store")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", default=None, help="joblib cache (default: ./cache)")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep joblib's preprocessing cache in this private folder (it holds "
+                        "pickles: yours only, never files from elsewhere); default: a "
+                        "temporary folder removed after the search")
     p.add_argument("--report", default=None, help="folder for report.json/.md and plots")
     p.add_argument("--max-iter", type=int, default=None,
                    help="the classifier's iteration limit (default: the recipe's)")

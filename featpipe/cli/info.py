@@ -9,11 +9,17 @@ def add_parser(sub) -> None:
     p = sub.add_parser("info", help="describe a feature store")
     p.add_argument("store")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--check", action="store_true",
+                   help="verify the store (shapes, status vs failures, provenance, finite "
+                        "values, checksums); exit 1 on any problem")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from featpipe.store.reader import FeatureStore
+
+    if args.check:
+        return run_check(args)
 
     store = FeatureStore.open(args.store, allow_partial=True)
     summary = store.summary()
@@ -37,6 +43,23 @@ def run(args) -> int:
     if summary["n_failed"] > 10:
         print(f"  ... {summary['n_failed'] - 10} more failures (see --json)")
     return 0
+
+
+def run_check(args) -> int:
+    from featpipe.store.check import check_store
+
+    check = check_store(args.store)
+    if args.json:
+        print_json({"path": str(check.path), "ok": check.ok, "problems": check.problems,
+                    "notes": check.notes})
+    else:
+        for problem in check.problems:
+            print(f"{check.path}: problem: {problem}")
+        for note in check.notes:
+            print(f"{check.path}: note: {note}")
+        print(f"{check.path}: " + ("check passed" if check.ok
+                                   else f"{len(check.problems)} problem(s) found"))
+    return 0 if check.ok else 1
 
 
 def describe_preprocessing(prep: dict) -> str:

@@ -1,4 +1,4 @@
-"""Shared by the commands: JSON on stdout and the --trust option."""
+"""Shared by the commands: JSON on stdout, the --trust option and the image-source options."""
 
 from __future__ import annotations
 
@@ -19,3 +19,11 @@ def parse_trust(values: list[str]) -> bool | list[str]:
         return True
     return [t for value in values for t in value.split(",") if t]
 
+
+
+def add_source_options(parser) -> None:
+    """--follow-links and --allow-outside (see :func:`featpipe.data.sources.open_source`)."""
+    parser.add_argument("--follow-links", action="store_true",
+                        help="follow symbolic links that leave their class folder")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="read manifest paths outside the manifest's folder")

@@ -6,7 +6,7 @@ import csv
 import io
 import sys
 
-from featpipe.cli.output import parse_trust
+from featpipe.cli.output import add_source_options, parse_trust
 from featpipe.fileio import atomic_write, checked_output
 
 PREDICTION_FIELDS = ("id", "prediction", "error")
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
                    help="trust these types in the model file (or 'all')")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    add_source_options(p)
     p.set_defaults(func=run)
 
 
@@ -30,7 +31,9 @@ def run(args) -> int:
     if args.out is not None:
         checked_output(args.out)  # before the work, not after it
     predictions = predict_source(args.model, args.source, trusted=parse_trust(args.trust),
-                                 batch_size=args.batch_size, device=args.device)
+                                 batch_size=args.batch_size, device=args.device,
+                                 follow_links=args.follow_links,
+                                 allow_outside=args.allow_outside)
     _write_predictions(predictions, args.out)
     return 0
 

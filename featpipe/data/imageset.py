@@ -12,6 +12,25 @@ import numpy as np
 from featpipe.errors import FeatpipeError
 
 
+def readable(text: str) -> str:
+    """``text`` as valid UTF-8: a file name's undecodable bytes (which Python keeps as lone
+    surrogates) become ``\\xNN`` escapes, so ids and labels can be stored and printed.
+
+    Examples
+    --------
+    >>> readable("caf\\udce9.png"), readable("café.png")
+    ('caf\\\\xe9.png', 'café.png')
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that did not come from a file name's byte
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass
 class ImageSet:
     """An ordered list of inputs with stable ids and optional labels / splits.
@@ -48,6 +67,11 @@ class ImageSet:
     splits: list[str] | None
     root: str | None
     kind: str
+
+    def __post_init__(self):
+        self.ids = [readable(i) for i in self.ids]
+        if self.labels is not None:
+            self.labels = [readable(label) for label in self.labels]
 
     def __len__(self) -> int:
         return len(self.items)

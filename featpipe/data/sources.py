@@ -12,8 +12,10 @@ Examples
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import torch
 
 from featpipe.data.idx import _IDX_MAGIC, _find_idx_labels, _read_idx_magic, idx_row_items, read_idx
 from featpipe.data.imageset import ImageSet
-from featpipe.errors import FeatpipeError
+from featpipe.errors import FeatpipeError, FeatpipeWarning
 
 #: File extensions (lower case) that folder sources treat as images.
 IMAGE_EXTENSIONS = frozenset(
@@ -36,12 +38,13 @@ _MANIFEST_COLUMNS = ("path", "label", "split")
 _LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
-def open_source(spec: str | os.PathLike) -> ImageSet:
+def open_source(spec: str | os.PathLike, *, follow_links: bool = False,
+                allow_outside: bool = False) -> ImageSet:
     """Open an image source, choosing the reader from what ``spec`` points to.
 
-    A folder -> :func:`from_folder`; ``*.csv`` -> :func:`from_manifest`; ``*.txt``, ``*.lst``,
-    ``*.list`` -> :func:`from_file_list`; an IDX image file (``*idx3*`` name or IDX magic
-    number, optionally gzipped) -> :func:`from_idx`.
+    A folder -> :func:`from_folder` (``follow_links``); ``*.csv`` -> :func:`from_manifest`
+    (``allow_outside``); ``*.txt``, ``*.lst``, ``*.list`` -> :func:`from_file_list`; an IDX
+    image file (``*idx3*`` name or IDX magic number, optionally gzipped) -> :func:`from_idx`.
 
     Examples
     --------
@@ -56,7 +59,7 @@ def open_source(spec: str | os.PathLike) -> ImageSet:
     10
     """
     path, rows = _split_row_selector(str(spec))
-    image_set = _open_path(path, spec)
+    image_set = _open_path(path, spec, follow_links=follow_links, allow_outside=allow_outside)
     if rows is None:
         return image_set
     selected = range(len(image_set))[rows]
@@ -80,17 +83,17 @@ def _split_row_selector(spec: str) -> tuple[Path, slice | None]:
     return Path(match["path"]), slice(*bounds)
 
 
-def _open_path(path: Path, spec) -> ImageSet:
+def _open_path(path: Path, spec, *, follow_links: bool, allow_outside: bool) -> ImageSet:
     if not path.exists():
         raise FeatpipeError(
             f"image source '{spec}' does not exist; give an image folder, a .csv manifest, "
             "a .txt list of paths or an IDX file"
         )
     if path.is_dir():
-        return from_folder(path)
+        return from_folder(path, follow_links=follow_links)
     name = path.name.lower()
     if name.endswith(".csv"):
-        return from_manifest(path)
+        return from_manifest(path, allow_outside=allow_outside)
     if name.endswith(_LIST_SUFFIXES):
         return from_file_list(path)
     if "idx3" in name or _read_idx_magic(path) == _IDX_MAGIC[3]:
@@ -101,14 +104,19 @@ def _open_path(path: Path, spec) -> ImageSet:
     )
 
 
-def from_folder(path: str | os.PathLike) -> ImageSet:
+def from_folder(path: str | os.PathLike, *, follow_links: bool = False) -> ImageSet:
     """Read a folder of images, one sub-folder per class (or a flat, unlabelled folder).
 
-    Image files are found recursively inside each class folder (symlinks followed); hidden
-    files/folders and files without an image extension (:data:`IMAGE_EXTENSIONS`) are
-    ignored. Inputs are ordered by class, then by relative path; ids are the relative paths
-    with ``/`` separators. A folder holding images directly and no class sub-folders is
-    unlabelled.
+    Image files are found recursively inside each class folder; hidden files/folders and
+    files without an image extension (:data:`IMAGE_EXTENSIONS`) are ignored. Inputs are
+    ordered by class, then by relative path; ids are the relative paths with ``/``
+    separators (undecodable bytes of a name escaped as ``\\xNN``). A folder holding images
+    directly and no class sub-folders is unlabelled.
+
+    A symbolic link is used only when it stays inside its own class folder (or, unlabelled,
+    inside ``path``): a link pointing up the tree would import another class's images under
+    this class's label. Links skipped are counted in a :class:`~featpipe.errors.FeatpipeWarning`.
+    ``follow_links=True`` follows every link (loops are cut).
 
     Examples
     --------
@@ -120,11 +128,21 @@ def from_folder(path: str | os.PathLike) -> ImageSet:
     if not root.is_dir():
         raise FeatpipeError(f"image folder '{path}' does not exist or is not a folder")
     top_files, class_dirs = _visible_entries(root)
-    loose_images = [f for f in top_files if _is_image_name(f)]
+    skipped = [] if follow_links else (  # a linked class folder would relabel what it holds
+        [name for name in class_dirs if (root / name).is_symlink()]
+        + [name for name in top_files if not _link_stays_inside(root / name, root)])
+    loose_images = [f for f in top_files if _is_image_name(f) and f not in skipped]
     labelled = []
     for class_dir in class_dirs:
-        relpaths = _images_below(root / class_dir, root)
+        if class_dir in skipped:
+            continue
+        relpaths, outside = _images_below(root / class_dir, root, follow_links)
         labelled.extend((class_dir, rel) for rel in relpaths)
+        skipped += outside
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} symbolic link(s) pointing outside their class "
+                      f"folder in '{path}' (e.g. {skipped[0]}); pass `follow_links=True` to "
+                      "follow them", FeatpipeWarning, stacklevel=2)
     if loose_images and labelled:
         raise FeatpipeError(
             f"image folder '{path}' mixes images at its top level with class sub-folders; "
@@ -147,11 +165,14 @@ def from_folder(path: str | os.PathLike) -> ImageSet:
                     kind="folder")
 
 
-def from_manifest(csv_path: str | os.PathLike) -> ImageSet:
+def from_manifest(csv_path: str | os.PathLike, *, allow_outside: bool = False) -> ImageSet:
     """Read a CSV manifest with header ``path,label[,split]``.
 
-    Relative paths are resolved against the manifest's folder (absolute paths are kept) and
-    also serve as ids. ``label`` must be filled on every row or left empty on every row
+    Relative paths are resolved against the manifest's folder and also serve as ids. A path
+    that leaves that folder (absolute, or climbing out with ``..``) is refused unless
+    ``allow_outside=True``: a manifest that came with a dataset must not read other files
+    of the user's (the check is on the written path; links inside the folder are the
+    folder owner's choice). ``label`` must be filled on every row or left empty on every row
     (unlabelled). When a ``split`` column is present every row needs a split. A path
     ``FILE#ROW`` where ``FILE`` is an IDX images file names one of its images (row numbers
     from 0): a manifest of indices selects rows, labels and splits of an IDX file without
@@ -174,6 +195,8 @@ def from_manifest(csv_path: str | os.PathLike) -> ImageSet:
         )
     root = csv_path.resolve().parent
     ids = _check_unique([(line, _normalise_path(p)) for line, p, _, _ in rows], csv_path)
+    if not allow_outside:
+        _refuse_outside(zip([line for line, _, _, _ in rows], ids), csv_path, root)
     splits = [split for _, _, _, split in rows]
     return ImageSet(
         items=idx_row_items(root, ids), ids=ids,
@@ -290,33 +313,61 @@ def _visible_entries(folder: Path) -> tuple[list[str], list[str]]:
     return files, dirs
 
 
-def _images_below(folder: Path, root: Path) -> list[str]:
-    """Relative (posix) paths of the image files below ``folder``, following symlinks once."""
-    found, seen = [], set()
+def _images_below(folder: Path, root: Path, follow_links: bool) -> tuple[list[str], list[str]]:
+    """Relative (posix) paths of the image files below ``folder``, and those of the links
+    skipped because they lead outside ``folder`` (all followed with ``follow_links``)."""
+    found, skipped, seen = [], [], set()
     for current, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(current)
         if real in seen:  # symlink loop
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel_dir = Path(current).relative_to(root)
-        found.extend(
-            (rel_dir / name).as_posix() for name in filenames
-            if not name.startswith(".") and _is_image_name(name)
-        )
-    return found
+        names = {"dir": [d for d in dirnames if not d.startswith(".")],
+                 "file": [f for f in filenames if _is_image_name(f)]}
+        for kind, entries in names.items():
+            outside = [] if follow_links else [
+                e for e in entries if not _link_stays_inside(Path(current) / e, folder)]
+            skipped.extend((rel_dir / e).as_posix() for e in outside)
+            names[kind] = [e for e in entries if e not in outside]
+        dirnames[:] = names["dir"]
+        found.extend((rel_dir / name).as_posix() for name in names["file"])
+    return found, skipped
+
+
+def _link_stays_inside(path: Path, folder: Path) -> bool:
+    """True unless ``path`` is a symbolic link whose target lies outside ``folder``."""
+    if not path.is_symlink():
+        return True
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
+def _refuse_outside(entries, csv_path: Path, root: Path) -> None:
+    """Refuse manifest paths (``(line, normalised path)``) that leave the manifest's folder."""
+    for line, path in entries:
+        if Path(path).is_absolute() and not Path(path).is_relative_to(root) \
+                or path == ".." or path.startswith("../"):
+            raise FeatpipeError(
+                f"{csv_path}:{line}: '{path}' is outside the manifest's folder {root}; pass "
+                "`allow_outside=True` to read files outside it")
 
 
 def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _open_user_text(path: Path):
-    """Open a user's text file (UTF-8, BOM tolerated) or raise a one-line FeatpipeError."""
+def _open_user_text(path: Path) -> io.StringIO:
+    """A user's text file (UTF-8, BOM tolerated), or a one-line FeatpipeError."""
     if not path.is_file():
         raise FeatpipeError(f"file '{path}' does not exist")
-    return open(path, encoding="utf-8-sig", newline="")
+    data = path.read_bytes()
+    try:
+        return io.StringIO(data.decode("utf-8-sig"), newline="")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise FeatpipeError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                            "save the file as UTF-8") from None
 
 
 def _read_manifest_rows(csv_path: Path) -> list[tuple[int, str, str, str | None]]:

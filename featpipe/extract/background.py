@@ -41,10 +41,10 @@ class _BackgroundWriter:
     def __exit__(self, *exc_info) -> None:
         self._queue.put(None)
         self._thread.join()
+        if exc_info[0] is not None or self._error is not None:
+            self._writer.close()
         if exc_info[0] is None:
             self._raise_if_failed()
-        else:
-            self._writer.close()
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from featpipe.extract.background import _BackgroundWriter, _progress_bar
 from featpipe.fileio import checked_output, exclusive_lock
 from featpipe.models import Backbone, create_backbone
 from featpipe.models.capture import FeatureCapture
-from featpipe.models.device import resolve_device
+from featpipe.models.device import check_fits_memory, resolve_device
 from featpipe.models.layers import resolve_layers
 from featpipe.provenance import resume_differences
 from featpipe.resources import available_cores
@@ -60,7 +60,8 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
             spec: ExtractionSpec | None = None, *, batch_size: int = 32,
             workers: int | None = None, device: str = "auto",
             shard: tuple[int, int] | None = None, overwrite: bool = False,
-            progress: bool = True, **settings) -> ExtractionResult:
+            progress: bool = True, follow_links: bool = False, allow_outside: bool = False,
+            **settings) -> ExtractionResult:
     """Extract the features ``spec`` describes for every image of ``source`` into ``out``.
 
     Parameters
@@ -81,6 +82,9 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
         Extract only the k-th of n contiguous slices of the inputs (rows keep global indices).
     overwrite : bool
         Replace an existing store (and discard an unfinished one).
+    follow_links, allow_outside : bool
+        Source options (:func:`~featpipe.data.sources.open_source`): follow symbolic links
+        leaving their class folder; read manifest paths outside the manifest's folder.
 
     Examples
     --------
@@ -89,7 +93,8 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
     """
     spec = (spec or ExtractionSpec()).replace(**settings)
     _validate_run_options(batch_size=batch_size, workers=workers)
-    image_set = source if isinstance(source, ImageSet) else open_source(source)
+    image_set = source if isinstance(source, ImageSet) else open_source(
+        source, follow_links=follow_links, allow_outside=allow_outside)
     index = np.arange(len(image_set), dtype=np.int64)
     if shard is not None:
         image_set, index = _shard(image_set, index, shard)
@@ -97,8 +102,12 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
     partial = out.with_name(out.name + ".partial")
     with exclusive_lock(out):
         dev = resolve_device(device)
+        batch = min(batch_size, max(1, len(index)))
+        if spec.image_size is not None:  # before the backbone: it may run a pass at this size
+            check_fits_memory(spec.image_size, batch, dev)
         backbone = create_backbone(spec.model, weights=spec.weights, pretrained=spec.pretrained,
                                    image_size=spec.image_size)
+        check_fits_memory(backbone.preprocessing.image_size, batch, dev)
         backbone.preprocessing = backbone.preprocessing.with_resize(
             spec.resize, crop_pct=spec.crop_pct, fill=spec.pad_color)
         capture = FeatureCapture(backbone, resolve_layers(backbone, spec.layers), pool=spec.pool,
@@ -245,11 +254,44 @@ def _run(partial: Path, image_set: ImageSet, backbone: Backbone, capture: Featur
                 features = _forward_batch(capture, batch, micro)
                 features = {name: values.cpu().numpy().astype(spec.dtype, copy=False)
                             for name, values in features.items()}
+                positions, features, non_finite = drop_non_finite(positions, features,
+                                                                  backbone.name)
+                failures = list(failures) + non_finite
             background.put(positions, features, failures)
             n_computed += len(positions)
             bar.update(len(positions) + len(failures))
     writer.finish()
     return n_computed
+
+
+def drop_non_finite(positions: np.ndarray, features: dict, model: str):
+    """Move the rows holding NaN or inf (in any layer, as stored) to the failures.
+
+    Returns the finite rows' positions and features and ``(position, reason)`` failures. When
+    every image of a batch of several is non-finite the backbone is at fault, not the images
+    (weights holding a NaN, an overflow in float16), and the run stops.
+
+    Examples
+    --------
+    >>> values = np.array([[1.0, 2.0], [np.nan, 0.0], [3.0, np.inf]], dtype=np.float32)
+    >>> kept, feats, failed = drop_non_finite(np.arange(3), {"bn2": values}, "m")
+    >>> kept.tolist(), feats["bn2"].tolist(), failed
+    ([0], [[1.0, 2.0]], [(1, 'non-finite activations (NaN/inf) in layer bn2'), (2, 'non-finite activations (NaN/inf) in layer bn2')])
+    """
+    first_bad_layer = np.full(len(positions), None, dtype=object)
+    for name, values in reversed(list(features.items())):  # the earliest layer is named
+        first_bad_layer[~np.isfinite(values).all(axis=1)] = name
+    bad = first_bad_layer != None  # noqa: E711 (elementwise)
+    if not bad.any():
+        return positions, features, []
+    if bad.all() and len(positions) > 1:
+        raise FeatpipeError(
+            f"backbone {model} produced non-finite activations (NaN/inf) for all "
+            f"{len(positions)} images of a batch (first in layer {first_bad_layer[0]}); its "
+            "weights are damaged or a float16 `dtype`/`amp` overflowed, not the images")
+    failed = [(int(p), f"non-finite activations (NaN/inf) in layer {layer}")
+              for p, layer in zip(positions[bad], first_bad_layer[bad])]
+    return positions[~bad], {n: v[~bad] for n, v in features.items()}, failed
 
 
 def _forward_batch(capture: FeatureCapture, images: torch.Tensor, micro: list[int]) -> dict:

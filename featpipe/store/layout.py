@@ -17,11 +17,17 @@ On-disk layout (format version 1), readable with plain h5py or ``h5ls -r``::
     /failures/index        (n_failed,) int64 input index of each failed image
     /failures/reason       (n_failed,) str why it failed
 
+A finished store also holds ``checksums`` (root attribute, JSON): the SHA-256 of each dataset
+:func:`checksummed_names` lists, as :func:`dataset_digest` computes it, verified by
+``featpipe info --check``.
+
 The order of layers is the ``layers`` list inside the provenance (HDF5 groups list their
 members alphabetically, not in forward order).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import h5py
 import numpy as np
@@ -44,3 +50,18 @@ def rows_per_chunk(dim: int, itemsize: int, n_rows: int) -> int:
     """Rows in a ~1 MiB chunk of a (n_rows, dim) dataset."""
     return max(1, min(n_rows, CHUNK_BYTES // max(1, dim * itemsize)))
 
+
+
+def checksummed_names(f: h5py.File) -> list[str]:
+    """The datasets whose digests a finished store records: every layer, status, index, labels."""
+    return [f"features/{name}" for name in f["features"]] + ["status", "index", "labels"]
+
+
+def dataset_digest(ds: h5py.Dataset) -> str:
+    """SHA-256 of a numeric dataset's values (native byte order), read ~1 MiB at a time."""
+    digest = hashlib.sha256()
+    width = ds.shape[1] if ds.ndim == 2 else 1
+    step = rows_per_chunk(width, ds.dtype.itemsize, max(1, ds.shape[0]))
+    for start in range(0, ds.shape[0], step):
+        digest.update(np.ascontiguousarray(ds[start:start + step]).tobytes())
+    return digest.hexdigest()

@@ -11,6 +11,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
 import numbers
 from collections.abc import Iterator
@@ -152,6 +153,31 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
         raise FeatpipeError(f"cannot open {path} as an HDF5 feature store ({exc})") from None
 
 
+#: What h5py, NumPy and json raise on a damaged file: a bad block (OSError), a missing
+#: dataset or attribute (KeyError), unparsable metadata (ValueError), a wrong type or shape.
+_DAMAGE = (OSError, KeyError, ValueError, TypeError, IndexError)
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[h5py.File]:
+    """Open ``path`` for reading; any HDF5 or metadata error inside becomes one line naming
+    the file (every read path of a store goes through here)."""
+    with _open_h5(path, "r") as f:
+        try:
+            yield f
+        except FeatpipeError:
+            raise
+        except _DAMAGE as exc:
+            raise damaged(path, exc) from None
+
+
+def damaged(path: Path, exc: BaseException) -> FeatpipeError:
+    """The one-line error of a store that cannot be read."""
+    detail = (str(exc).splitlines() or [""])[0].strip(" '\"")
+    return FeatpipeError(f"{path} is damaged ({type(exc).__name__}: {detail}); check it with "
+                         f"'featpipe info --check {path}' and re-extract it")
+
+
 class FeatureStore:
     """Read access to a featpipe HDF5 feature store.
 
@@ -179,7 +205,7 @@ class FeatureStore:
         path = Path(path)
         if not path.exists():
             raise FeatpipeError(f"feature store not found: {path}")
-        with _open_h5(path, "r") as f:
+        with reading(path) as f:
             if f.attrs.get("featpipe_format") != FORMAT_VERSION:
                 raise FeatpipeError(f"{path} is not a featpipe feature store (format "
                                     f"{f.attrs.get('featpipe_format')!r})")
@@ -295,12 +321,13 @@ class FeatureStore:
         dims = self.layers
         X = np.empty((len(positions), sum(dims[n] for n in names)), dtype=np.float32)
         layer_slices, start = {}, 0
-        with _open_h5(self.path, "r") as f:
+        with reading(self.path) as f:
             for name in names:
                 stop = start + dims[name]
                 _read_rows(f["features"][name], positions, out=X[:, start:stop])
                 layer_slices[name] = (start, stop)
                 start = stop
+        self.refuse_non_finite(X, positions)
         labels = self.labels[positions]
         return FeatureSet(
             X=X,
@@ -366,7 +393,7 @@ class FeatureStore:
         dims = self.layers
         width = sum(dims[name] for name in names)
         labels = self.labels[positions].astype(np.int64) if self.has_labels else None
-        with _open_h5(self.path, "r") as f:
+        with reading(self.path) as f:
             datasets = [f["features"][name] for name in names]
             for start in range(0, len(positions), batch_size):
                 block = positions[start:start + batch_size]
@@ -375,7 +402,21 @@ class FeatureStore:
                 for ds in datasets:
                     X[:, column:column + ds.shape[1]] = _read_rows(ds, block)
                     column += ds.shape[1]
+                self.refuse_non_finite(X, block)
                 yield block, X, None if labels is None else labels[start:start + batch_size]
+
+    def refuse_non_finite(self, X: np.ndarray, positions: np.ndarray) -> None:
+        """Raise one line naming the file and the rows when ``X`` (rows ``positions``) holds
+        NaN or inf: models cannot use them. Extraction records such rows as failed; an
+        older store, or one damaged on disk, may still hold them."""
+        bad = positions[~np.isfinite(X).all(axis=1)]
+        if len(bad):
+            shown = ", ".join(f"{self.ids[p]} (input {self.index[p]})" for p in bad[:3])
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise FeatpipeError(
+                f"{self.path} has {len(bad)} extracted row(s) with non-finite features "
+                f"(NaN/inf): {shown}{more}; re-extract it, or check it with 'featpipe info "
+                f"--check {self.path}'")
 
     def summary(self) -> dict:
         """Everything `featpipe info --json` prints."""

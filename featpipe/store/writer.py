@@ -1,23 +1,75 @@
-"""Write a feature store: create it with its metadata, then whole batches of rows and failures."""
+"""Write a feature store: create it with its metadata, then whole batches of rows and failures.
+
+Disk full: the HDF5 library cannot close a file after a failed write (it crashes, at the latest
+when the interpreter exits), so the writer checks the free space before the store is created
+and before every batch, and stops with one line while the file is still intact: what is
+written stays readable and a re-run resumes. A write that fails anyway (another process took
+the space, a file size limit) cannot be trusted to have left a consistent file: the handle is
+abandoned, never closed, and the file removed (a re-run starts it over); the command line then
+ends the process without the library's exit handlers (:func:`handles_abandoned`).
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import h5py
 import numpy as np
 
+from featpipe.errors import FeatpipeError
 from featpipe.store.layout import (
+    CHUNK_BYTES,
     FAILED,
     FORMAT_VERSION,
     OK,
     PENDING,
     STR,
     _read_str,
+    checksummed_names,
+    dataset_digest,
     rows_per_chunk,
 )
+
+#: Free space kept in reserve beyond a batch's own bytes and a new chunk per layer: room for
+#: the failure table and HDF5's metadata.
+RESERVE_BYTES = 4 * CHUNK_BYTES
+_ABANDONED: list = []
+
+
+def handles_abandoned() -> bool:
+    """True once a write failed and a store's HDF5 handle was left open (see module notes)."""
+    return bool(_ABANDONED)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space (bytes) of the file system holding ``folder``."""
+    return shutil.disk_usage(folder).free
+
+
+def check_space(path: Path, needed: int) -> None:
+    """Refuse to write ``needed`` bytes (plus the reserve) into ``path`` on a fuller disk."""
+    free = free_bytes(path.parent)
+    if free < needed + RESERVE_BYTES:
+        raise FeatpipeError(
+            f"not enough disk space for {path}: about {_mib(needed + RESERVE_BYTES)} MiB "
+            f"needed, {_mib(free)} MiB free in {path.parent}; free some space and re-run "
+            "(an unfinished store resumes where it stopped)")
+
+
+def _mib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:.1f}"
+
+
+def write_error(path: Path, exc: BaseException) -> FeatpipeError:
+    """One line naming the file and the operating system's cause of a failed write."""
+    cause = re.search(r"error message = '([^']*)'", str(exc))
+    reason = cause.group(1) if cause else (str(exc).splitlines() or [""])[0]
+    return FeatpipeError(f"cannot write {path}: {reason}; the unfinished file was removed "
+                         "(a failed HDF5 write leaves it inconsistent); fix the cause and re-run")
 
 
 class StoreWriter:
@@ -30,6 +82,14 @@ class StoreWriter:
     def __init__(self, path: Path, file: h5py.File):
         self.path = path
         self._file = file
+        self._broken = False
+        # Handles held for the writer's life: releasing a dataset makes HDF5 write its cached
+        # chunks then, where a failure can only be printed, not raised (flush() raises it).
+        self._features = {name: file["features"][name] for name in file["features"]}
+        self._status, self._index = file["status"], file["index"]
+        self._failed_index, self._failed_reason = file["failures/index"], file["failures/reason"]
+        self._chunk_bytes = sum(int(np.prod(ds.chunks)) * ds.dtype.itemsize
+                                for ds in self._features.values())
 
     @classmethod
     def create(cls, path, *, layer_dims: Mapping[str, int], ids: Sequence[str],
@@ -38,6 +98,8 @@ class StoreWriter:
                compression: str | None = None) -> "StoreWriter":
         path = Path(path)
         n = len(ids)
+        row_bytes = sum(layer_dims.values()) * np.dtype(dtype).itemsize
+        check_space(path, 0 if compression else n * row_bytes)
         f = h5py.File(path, "w")
         try:
             f.attrs["featpipe_format"] = FORMAT_VERSION
@@ -63,6 +125,10 @@ class StoreWriter:
             failures.create_dataset("reason", shape=(0,), maxshape=(None,), dtype=STR,
                                     chunks=(1024,))
             f.flush()
+        except (OSError, RuntimeError) as exc:  # a failed write: never close (module notes)
+            _ABANDONED.append(exc)
+            path.unlink(missing_ok=True)
+            raise write_error(path, exc) from None
         except BaseException:
             f.close()
             raise
@@ -72,13 +138,20 @@ class StoreWriter:
     def reopen(cls, path) -> "StoreWriter":
         """Reopen an unfinished store to resume it."""
         writer = cls(Path(path), h5py.File(path, "r+"))
-        writer._drop_unconfirmed_failures()
+        try:
+            compressed = any(ds.compression for ds in writer._features.values())
+            n_pending = len(writer.pending_positions())
+            check_space(writer.path, 0 if compressed else n_pending * writer.row_bytes)
+            writer._drop_unconfirmed_failures()
+        except BaseException:
+            writer.close()
+            raise
         return writer
 
     def _drop_unconfirmed_failures(self) -> None:
         """Forget failures whose batch never got its status written (the batch is redone)."""
-        index_ds, reason_ds = self._file["failures/index"], self._file["failures/reason"]
-        confirmed = set(self._file["index"][()][self._file["status"][()] == FAILED].tolist())
+        index_ds, reason_ds = self._failed_index, self._failed_reason
+        confirmed = set(self._index[()][self._status[()] == FAILED].tolist())
         keep = [k for k, i in enumerate(index_ds[()].tolist()) if i in confirmed]
         if len(keep) == index_ds.shape[0]:
             return
@@ -94,7 +167,7 @@ class StoreWriter:
         return json.loads(self._file.attrs["provenance"])
 
     def pending_positions(self) -> np.ndarray:
-        return np.flatnonzero(self._file["status"][()] == PENDING)
+        return np.flatnonzero(self._status[()] == PENDING)
 
     def write_batch(self, positions: np.ndarray, features: Mapping[str, np.ndarray],
                     failures: Sequence[tuple[int, str]] = ()) -> None:
@@ -106,11 +179,31 @@ class StoreWriter:
         features did not reach the disk.
         """
         positions = np.asarray(positions, dtype=np.int64)
+        check_space(self.path, len(positions) * self.row_bytes + self._chunk_bytes)
+        try:
+            self._write(positions, features, failures)
+        except (OSError, RuntimeError) as exc:
+            raise self._abandon(exc) from None
+
+    def _abandon(self, exc: BaseException) -> FeatpipeError:
+        """After a failed write: keep every HDF5 object alive (the traceback holds them;
+        releasing one makes the library retry the write), remove the file, word the error."""
+        self._broken = True
+        _ABANDONED.append(exc)
+        self.path.unlink(missing_ok=True)
+        return write_error(self.path, exc)
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row of features (all layers, uncompressed)."""
+        return sum(ds.shape[1] * ds.dtype.itemsize for ds in self._features.values())
+
+    def _write(self, positions, features, failures) -> None:
         if len(positions):
             lo, hi = int(positions[0]), int(positions[-1]) + 1
             contiguous = hi - lo == len(positions)
             for name, values in features.items():
-                ds = self._file["features"][name]
+                ds = self._features[name]
                 if contiguous:
                     ds[lo:hi] = values
                 else:
@@ -119,7 +212,7 @@ class StoreWriter:
         if len(failed):
             self._append_failures(failed, [reason for _, reason in failures])
         self._file.flush()
-        status = self._file["status"]
+        status = self._status
         if len(positions):
             status[positions] = OK
         if len(failed):
@@ -127,19 +220,29 @@ class StoreWriter:
         self._file.flush()
 
     def _append_failures(self, positions: np.ndarray, reasons: Sequence[str]) -> None:
-        index_ds, reason_ds = self._file["failures/index"], self._file["failures/reason"]
+        index_ds, reason_ds = self._failed_index, self._failed_reason
         n = index_ds.shape[0]
         index_ds.resize((n + len(positions),))
         reason_ds.resize((n + len(positions),))
-        index_ds[n:] = self._file["index"][()][positions]
+        index_ds[n:] = self._index[()][positions]
         reason_ds[n:] = list(reasons)
 
     def finish(self) -> None:
-        self._file.attrs["complete"] = True
-        self._file.flush()
-        self.close()
+        try:
+            self._file.flush()
+            self._file.attrs["checksums"] = json.dumps(
+                {name: dataset_digest(self._file[name]) for name in checksummed_names(self._file)},
+                sort_keys=True)
+            self._file.attrs["complete"] = True
+            self._file.flush()
+        except (OSError, RuntimeError) as exc:
+            raise self._abandon(exc) from None
+        finally:
+            self.close()
 
     def close(self) -> None:
-        if self._file.id.valid:
+        if self._broken:  # closing would crash the HDF5 library (module notes)
+            _ABANDONED.append(self)
+        elif self._file.id.valid:
             self._file.close()
 

@@ -16,7 +16,6 @@ from featpipe.provenance import model_provenance
 from featpipe.store.reader import FeatureSet, FeatureStore
 from featpipe.workflows.data import load_compatible, split_train_test
 
-DEFAULT_CACHE_DIR = "cache"
 #: Declared constraints of :class:`TrainingSpec` (those it shares with the recipes and the
 #: search are declared there once).
 TRAINING_CONSTRAINTS = {
@@ -50,7 +49,8 @@ class TrainingSpec:
         Grid overrides, e.g. ``{"clf__C": [0.1, 1]}``, merged over the recipe's default grid.
     cv, scoring, n_jobs, cache_dir :
         The search options (see :class:`~featpipe.classical.search.SearchConfig`);
-        ``cache_dir`` None caches under ``./cache``.
+        ``cache_dir`` None caches in a private temporary folder for the search only
+        (joblib's cache is pickles: nothing that runs code is kept on disk by default).
     search : {"fast", "grid", "halving"}, default="fast"
         The search method.
     seed : int, default=0
@@ -92,7 +92,7 @@ class TrainingSpec:
         """The search options as a :class:`~featpipe.classical.search.SearchConfig`."""
         return SearchConfig(method=self.search, cv=self.cv, scoring=self.scoring,
                             n_jobs=self.n_jobs, random_state=self.seed,
-                            cache_dir=self.cache_dir or DEFAULT_CACHE_DIR,
+                            cache_dir=self.cache_dir,
                             progress=self.progress)
 
     def describe(self) -> dict:

@@ -17,38 +17,40 @@ from featpipe.workflows.data import load_compatible
 
 
 def predict_source(model_path, source, *, trusted=False, batch_size: int = 32,
-                   device: str = "auto") -> dict:
+                   device: str = "auto", **source_options) -> dict:
     """Predict every input of ``source`` (a store, or images re-extracted like the model's).
 
     ``model_path`` may also be a fine-tuning run directory: its network classifies the images.
+    ``source_options`` (``follow_links``, ``allow_outside``) go to
+    :func:`~featpipe.data.sources.open_source`.
     """
     from featpipe.classical.persist import load_model
     from featpipe.finetuning.predict import is_run_dir, predict_run
 
     if is_run_dir(model_path):
-        return predict_run(model_path, images_for_run(source), batch_size=batch_size,
-                           device=device)
+        return predict_run(model_path, images_for_run(source, **source_options),
+                           batch_size=batch_size, device=device)
     pipeline, provenance, training = load_model(model_path, trusted=trusted)
     if _is_store(source):
         return _predict_store(pipeline, provenance, training, FeatureStore.open(source))
     tmp = Path(tempfile.mkdtemp(prefix="featpipe-predict-"))
     try:
         store = extract_like(provenance, source, tmp / "features.h5", batch_size=batch_size,
-                             device=device)
+                             device=device, **source_options)
         return _predict_store(pipeline, provenance, training, store)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def images_for_run(source, split: str | None = None):
+def images_for_run(source, split: str | None = None, **source_options):
     """The images a fine-tuning run classifies: any image source (not a feature store),
-    optionally only the rows of one split."""
+    optionally only the rows of one split (``source_options`` as :func:`predict_source`)."""
     from featpipe.data.sources import open_source
 
     if _is_store(source):
         raise FeatpipeError(f"{source} is a feature store; a fine-tuning run classifies images "
                             "(give a folder, manifest, file list or IDX file)")
-    image_set = open_source(source)
+    image_set = open_source(source, **source_options)
     if split is None:
         return image_set
     if image_set.splits is None or split not in image_set.splits:
@@ -62,12 +64,12 @@ def _is_store(source) -> bool:
 
 
 def extract_like(provenance: dict, source, out: Path, *, batch_size: int = 32,
-                 device: str = "auto") -> FeatureStore:
+                 device: str = "auto", **source_options) -> FeatureStore:
     """Extract ``source`` with exactly the backbone settings recorded in ``provenance``."""
     from featpipe.extract import extract
 
     extract(source, out, ExtractionSpec.from_provenance(provenance), batch_size=batch_size,
-            device=device, progress=False)
+            device=device, progress=False, **source_options)
     store = FeatureStore.open(out)
     check_same_features(provenance, store.provenance, "the re-extracted images")
     return store

@@ -214,6 +214,10 @@ class LayerL2Normalizer(
 
 
 def _l2_rows(block, xp):
-    norms = xp.sqrt(xp.sum(block * block, axis=1, keepdims=True))
-    return block / xp.where(norms > 0, norms, xp.ones_like(norms))
+    # Scaled by each row's largest magnitude before squaring (as BLAS nrm2 does): squares of
+    # float32 values above ~1.8e19 overflow to inf, which would zero the whole row.
+    peak = xp.max(xp.abs(block), axis=1, keepdims=True)
+    scaled = block / xp.where(peak > 0, peak, xp.ones_like(peak))
+    norms = xp.sqrt(xp.sum(scaled * scaled, axis=1, keepdims=True))
+    return scaled / xp.where(norms > 0, norms, xp.ones_like(norms))
 

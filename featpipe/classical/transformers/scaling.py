@@ -222,12 +222,11 @@ class Standardizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixi
         """
         check_is_fitted(self, "mean_")
         X, xp, _ = _float_input(self, X, reset=False)
-        mean = xp.astype(self.mean_, X.dtype)
         safe_scale = xp.where(self.scale_ > 0, self.scale_, xp.ones_like(self.scale_))
-        inverse_scale = xp.astype(
-            xp.where(self.scale_ > 0, 1.0 / safe_scale, xp.zeros_like(safe_scale)), X.dtype
-        )
-        return (X - mean) * inverse_scale
+        inverse = xp.where(self.scale_ > 0, 1.0 / safe_scale, xp.zeros_like(safe_scale))
+        # Scaled before the shift: X - mean can overflow float32 for huge finite features.
+        shift = xp.astype(self.mean_ * inverse, X.dtype)
+        return X * xp.astype(inverse, X.dtype) - shift
 
 
 class FNEDiscretizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
