@@ -409,7 +409,10 @@ class FeatureStore:
         """Raise one line naming the file and the rows when ``X`` (rows ``positions``) holds
         NaN or inf: models cannot use them. Extraction records such rows as failed; an
         older store, or one damaged on disk, may still hold them."""
-        bad = positions[~np.isfinite(X).all(axis=1)]
+        finite = np.ones(len(X), dtype=bool)
+        for start in range(0, len(X), 1024):  # a block's mask at a time, not one of X's size
+            finite[start:start + 1024] = np.isfinite(X[start:start + 1024]).all(axis=1)
+        bad = positions[~finite]
         if len(bad):
             shown = ", ".join(f"{self.ids[p]} (input {self.index[p]})" for p in bad[:3])
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
