@@ -19,6 +19,7 @@ FLOORS = [
     {"extract"},
     {"classical"},
     {"report"},
+    {"curriculum"},
     {"workflows"},
     {"cli", "demo", "__main__"},
 ]

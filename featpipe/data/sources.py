@@ -148,8 +148,9 @@ def from_folder(path: str | os.PathLike) -> ImageSet:
 
 
 def from_manifest(csv_path: str | os.PathLike) -> ImageSet:
-    """Read a CSV manifest with header ``path,label[,split]``.
+    """Read a CSV manifest with header ``path,label[,split]`` and any other named columns.
 
+    Other columns (e.g. a user's curriculum score) are kept as text in ``ImageSet.columns``.
     Relative paths are resolved against the manifest's folder (absolute paths are kept) and
     also serve as ids. ``label`` must be filled on every row or left empty on every row
     (unlabelled). When a ``split`` column is present every row needs a split. A path
@@ -165,7 +166,7 @@ def from_manifest(csv_path: str | os.PathLike) -> ImageSet:
     """
     csv_path = Path(csv_path)
     rows = _read_manifest_rows(csv_path)
-    has_label = [bool(label) for _, _, label, _ in rows]
+    has_label = [bool(label) for _, _, label, _, _ in rows]
     if any(has_label) and not all(has_label):
         line = rows[has_label.index(not has_label[0])][0]
         raise FeatpipeError(
@@ -173,13 +174,14 @@ def from_manifest(csv_path: str | os.PathLike) -> ImageSet:
             "fill the label column on every row or leave it empty on every row"
         )
     root = csv_path.resolve().parent
-    ids = _check_unique([(line, _normalise_path(p)) for line, p, _, _ in rows], csv_path)
-    splits = [split for _, _, _, split in rows]
+    ids = _check_unique([(line, _normalise_path(p)) for line, p, *_ in rows], csv_path)
+    splits = [split for _, _, _, split, _ in rows]
     return ImageSet(
         items=idx_row_items(root, ids), ids=ids,
-        labels=[label for _, _, label, _ in rows] if all(has_label) else None,
+        labels=[label for _, _, label, _, _ in rows] if all(has_label) else None,
         splits=splits if splits[0] is not None else None,
         root=str(root), kind="manifest",
+        columns={name: [other[name] for *_, other in rows] for name in rows[0][4]},
     )
 
 
@@ -319,8 +321,9 @@ def _open_user_text(path: Path):
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _read_manifest_rows(csv_path: Path) -> list[tuple[int, str, str, str | None]]:
-    """Parse a manifest into ``(line, path, label, split_or_None)`` tuples, validating as it goes."""
+def _read_manifest_rows(csv_path: Path) -> list[tuple[int, str, str, str | None, dict]]:
+    """Parse a manifest into ``(line, path, label, split_or_None, other_columns)`` tuples,
+    validating as it goes."""
     with _open_user_text(csv_path) as handle:
         reader = csv.reader(handle)
         header = [name.strip().lower() for name in next(reader, [])]
@@ -343,20 +346,20 @@ def _read_manifest_rows(csv_path: Path) -> list[tuple[int, str, str, str | None]
                 raise FeatpipeError(
                     f"{csv_path}:{line}: empty split; give every row a split or drop the column"
                 )
-            rows.append((line, record["path"], record["label"], record.get("split")))
+            other = {k: v for k, v in record.items() if k not in _MANIFEST_COLUMNS}
+            rows.append((line, record["path"], record["label"], record.get("split"), other))
     if not rows:
         raise FeatpipeError(f"manifest '{csv_path}' has a header but no rows")
     return rows
 
 
 def _check_manifest_header(header: list[str], csv_path: Path) -> None:
-    unknown = [name for name in header if name not in _MANIFEST_COLUMNS]
     missing = [name for name in ("path", "label") if name not in header]
-    if unknown or missing or len(set(header)) != len(header):
+    if missing or "" in header or len(set(header)) != len(header):
         found = ",".join(header) if header else "nothing"
         raise FeatpipeError(
             f"{csv_path}:1: bad manifest header '{found}'; expected 'path,label' or "
-            "'path,label,split'"
+            "'path,label,split' (other named columns are kept), each once"
         )
 
 
