@@ -165,15 +165,15 @@ def test_sampler_logs_its_pacing_and_drives_a_dataloader():
     plan = CurriculumPlan(np.linspace(1, 0, 10), Pacing("linear", start=0.2, ramp=8),
                           batch_size=4, num_samples=8)
     labels = np.array([0, 1] * 5)
-    sampler = plan(labels, seed=0)
+    sampler = plan(labels, seed=0)  # epochs counted from 1, as the fine-tuning loop does
     loader = DataLoader(TensorDataset(torch.arange(10)), batch_size=4, sampler=sampler)
-    sampler.set_epoch(0)
+    sampler.set_epoch(1)
     batches = [b[0].tolist() for b in loader]
     assert [len(b) for b in batches] == [4, 4]
     assert set(batches[0]) <= set(sampler.order[:2].tolist())
     assert sampler.log_state() == {"pacing_fraction": 0.3, "prefix_size": 3,
                                    "prefix_size_first": 2}
-    sampler.set_epoch(4)
+    sampler.set_epoch(5)
     assert sampler.log_state() == {"pacing_fraction": 1.0, "prefix_size": 10,
                                    "prefix_size_first": 10}
     with pytest.raises(FeatpipeError, match="training split has 3"):

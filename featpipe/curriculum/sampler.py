@@ -39,7 +39,7 @@ _COUNT = [Interval(int, 1, None)]
 class CurriculumSampler(Sampler[int]):
     """Yield positions of a training set following ``order`` and ``pacing``.
 
-    Step ``s`` of epoch ``e`` is iteration ``t = e * steps_per_epoch + s``; its ``batch_size``
+    Step ``s`` of epoch ``e`` is iteration ``t = (e - first_epoch) * steps_per_epoch + s``; its ``batch_size``
     positions come from ``order[:pacing(t, n)]``, walked in a fresh seeded permutation (drawn
     again when used up, and whenever the prefix grows), so that no position outside the prefix
     is ever yielded and every position inside it is yielded before any repeats. Once the prefix
@@ -58,20 +58,24 @@ class CurriculumSampler(Sampler[int]):
     num_samples : int, default=None
         Positions per epoch; None: ``n`` (each epoch has as many steps as ordinary training).
     seed : int, default=0
+    first_epoch : int, default=0
+        The number of the first epoch: 0 as torch's ``DistributedSampler`` counts, 1 as
+        featpipe's fine-tuning loop does.
     """
 
     def __init__(self, order, pacing: Pacing, batch_size: int, *, num_samples: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, first_epoch: int = 0):
         order = np.asarray(order, dtype=np.int64)
         if order.ndim != 1 or not len(order) or not np.array_equal(np.sort(order),
                                                                      np.arange(len(order))):
             raise FeatpipeError("`order` must be a permutation of the positions 0..n-1")
         validate({"batch_size": batch_size, "num_samples": num_samples, "seed": seed,
-                  "pacing": pacing}, {"batch_size": _COUNT, "num_samples": [*_COUNT, None],
-                                      "seed": [int], "pacing": [Pacing]})
+                  "pacing": pacing, "first_epoch": first_epoch},
+                 {"batch_size": _COUNT, "num_samples": [*_COUNT, None], "seed": [int],
+                  "pacing": [Pacing], "first_epoch": [Interval(int, 0, None)]})
         self.order, self.pacing, self.batch_size, self.seed = order, pacing, batch_size, seed
         self.num_samples = len(order) if num_samples is None else num_samples
-        self.epoch = 0
+        self.first_epoch = self.epoch = first_epoch
 
     def __len__(self) -> int:
         return self.num_samples
@@ -81,16 +85,19 @@ class CurriculumSampler(Sampler[int]):
         return math.ceil(self.num_samples / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` (0-based): its iterations and its random draws."""
-        validate({"epoch": epoch}, {"epoch": [Interval(int, 0, None)]})
+        """Start epoch ``epoch``: its iterations and its random draws."""
+        validate({"epoch": epoch}, {"epoch": [Interval(int, self.first_epoch, None)]})
         self.epoch = epoch
+
+    def _first_iteration(self) -> int:
+        return (self.epoch - self.first_epoch) * self.steps_per_epoch
 
     def prefix_size(self, iteration: int) -> int:
         return self.pacing(iteration, len(self.order))
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        first = self.epoch * self.steps_per_epoch
+        first = self._first_iteration()
         queue, size = np.empty(0, dtype=np.int64), 0
         for step in range(self.steps_per_epoch):
             if self.prefix_size(first + step) != size:
@@ -109,7 +116,7 @@ class CurriculumSampler(Sampler[int]):
     def log_state(self) -> dict[str, float]:
         """The pacing of the current epoch: the fraction and prefix size at its last step, and
         the prefix size at its first step."""
-        first = self.epoch * self.steps_per_epoch
+        first = self._first_iteration()
         last = self.prefix_size(first + self.steps_per_epoch - 1)
         return {"pacing_fraction": last / len(self.order), "prefix_size": last,
                 "prefix_size_first": self.prefix_size(first)}
@@ -131,6 +138,8 @@ class CurriculumPlan:
         Class-balanced prefixes.
     num_samples : int, default=None
         Positions per epoch (None: ``n_train``).
+    first_epoch : int, default=1
+        The number of the first epoch (featpipe's fine-tuning loop counts from 1).
 
     Examples
     --------
@@ -146,6 +155,7 @@ class CurriculumPlan:
     ordering: str = "curriculum"
     balanced: bool = True
     num_samples: int | None = None
+    first_epoch: int = 1
 
     def __call__(self, train_labels, seed: int = 0) -> CurriculumSampler:
         train_labels = np.asarray(train_labels)
@@ -155,4 +165,5 @@ class CurriculumPlan:
         order = order_examples(self.scores, train_labels, ordering=self.ordering,
                                balanced=self.balanced, seed=seed)
         return CurriculumSampler(order, self.pacing, self.batch_size,
-                                 num_samples=self.num_samples, seed=seed)
+                                 num_samples=self.num_samples, seed=seed,
+                                 first_epoch=self.first_epoch)
