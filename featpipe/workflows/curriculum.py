@@ -1,11 +1,18 @@
-"""Curriculum workflows: score a source's images (`featpipe curriculum-scores`) with the scorer a
-:class:`ScoringSpec` names, and write the scores as CSV.
+"""Curriculum workflows: score a source's images (`featpipe curriculum-scores`), and fine-tune
+through a curriculum (`featpipe finetune --curriculum ...`): the training images are scored, a
+:class:`~featpipe.curriculum.sampler.CurriculumPlan` orders and paces them, and the fine-tuning
+loop draws its batches from it, logging the pacing of every epoch.
+
+Self-taught scoring trains through the same fine-tuning loop (:func:`self_taught_trainer`).
 
 Examples
 --------
 >>> spec = ScoringSpec(scoring="transfer", recipe="ridge", cv=3)
 >>> table = curriculum_scores("data/clipart-mini/manifest.csv", spec)   # doctest: +SKIP
 >>> write_scores("scores.csv", table)                                    # doctest: +SKIP
+>>> curriculum = CurriculumSpec(spec, Pacing("exponential", start=0.2, inc=1.9, step_length=50))
+>>> finetune_with_curriculum("data/clipart-mini", "run/", FinetuneSpec(epochs=5),
+...                          curriculum)                                  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,15 +24,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from featpipe.curriculum.ordering import ORDERINGS
+from featpipe.curriculum.pacing import Pacing
+from featpipe.curriculum.sampler import CurriculumPlan
 from featpipe.curriculum.scoring import Scorer, create_scorer
 from featpipe.data.imageset import ImageSet
 from featpipe.data.sources import open_source
 from featpipe.errors import FeatpipeError
 from featpipe.fileio import atomic_write, checked_output
-from featpipe.params import Interval, validate
+from featpipe.finetuning.spec import FinetuneSpec
+from featpipe.params import Interval, Options, validate
 from featpipe.spec import ExtractionSpec
 
-__all__ = ["ScoreTable", "ScoringSpec", "curriculum_scores", "make_scorer", "write_scores"]
+__all__ = ["CurriculumSpec", "ScoreTable", "ScoringSpec", "curriculum_scores",
+           "finetune_with_curriculum", "make_scorer", "self_taught_trainer", "write_scores"]
+
+#: The scores a curriculum fine-tuning run used, written into its RUN_DIR.
+SCORES_FILE = "curriculum_scores.csv"
 
 SCORING_CONSTRAINTS = {
     "scoring": [str],
@@ -76,16 +91,57 @@ class ScoringSpec:
         validate(self.__dict__, SCORING_CONSTRAINTS)
 
 
-def make_scorer(spec: ScoringSpec) -> Scorer:
-    """The scorer ``spec`` names, with the options that scorer takes."""
+def make_scorer(spec: ScoringSpec, *, trainer: FinetuneSpec | None = None,
+                workers: int | None = None) -> Scorer:
+    """The scorer ``spec`` names, with the options that scorer takes.
+
+    Self-taught scoring trains with ``trainer`` (default: ``self_taught_spec()`` at the
+    extraction's image size).
+    """
     kind = spec.scoring.partition(":")[0]
     if kind == "transfer":
         return create_scorer("transfer", store=spec.store, extraction=spec.extraction,
                              layers=spec.layers, recipe=spec.recipe, cv=spec.cv,
                              batch_size=spec.batch_size, device=spec.device)
     if kind == "self-taught":
-        return create_scorer("self-taught", cv=spec.cv)
+        trainer = trainer or self_taught_spec(FinetuneSpec(
+            model=spec.extraction.model, weights=spec.extraction.weights,
+            image_size=spec.extraction.image_size))
+        return create_scorer("self-taught", cv=spec.cv, train_and_predict=self_taught_trainer(
+            trainer, device=spec.device, workers=workers))
     return create_scorer(spec.scoring)
+
+
+#: Self-taught scoring's brief training: epochs, no early stopping.
+SELF_TAUGHT_EPOCHS = 2
+
+
+def self_taught_spec(spec: FinetuneSpec, epochs: int = SELF_TAUGHT_EPOCHS) -> FinetuneSpec:
+    """``spec`` shortened for self-taught scoring: ``epochs`` epochs, no early stopping."""
+    return spec.replace(epochs=epochs, patience=None, head_init="random")
+
+
+def self_taught_trainer(spec: FinetuneSpec, *, device: str = "auto",
+                        workers: int | None = None):
+    """``train_and_predict(train, held_out, seed)`` for self-taught scoring: fine-tune ``spec``
+    (its own validation split of ``train`` chooses the epoch) with no curriculum, then return
+    the network's class probabilities for ``held_out`` (columns: ``train.class_names``)."""
+    def train_and_predict(train: ImageSet, held_out: ImageSet, seed: int) -> np.ndarray:
+        from featpipe.finetuning.data import split_train_val
+        from featpipe.finetuning.loop import train as train_network
+        from featpipe.finetuning.predict import classify
+
+        seeded = spec.replace(seed=seed)
+        fit_set, val_set = split_train_val(train, seeded.val_split, seed)
+        result = train_network(seeded, fit_set, val_set, class_names=train.class_names,
+                               device=device, workers=workers)
+        classified = classify(result.tuning.model, result.tuning.backbone.preprocessing,
+                              held_out, device=device)
+        proba = np.full((len(held_out), len(train.class_names)), np.nan)
+        proba[classified.positions] = classified.proba
+        return proba
+
+    return train_and_predict
 
 
 @dataclass
@@ -132,3 +188,88 @@ def write_scores(out, table: ScoreTable, *, overwrite: bool = True):
     for image_id, label, score, place in zip(table.ids, labels, table.scores, rank):
         writer.writerow([image_id, label, f"{score:.6g}", int(place)])
     return atomic_write(out, buffer.getvalue())
+
+
+CURRICULUM_CONSTRAINTS = {
+    "scoring": [ScoringSpec],
+    "pacing": [Pacing],
+    "ordering": [Options(ORDERINGS)],
+    "balanced": ["boolean"],
+    "self_taught_epochs": [Interval(int, 1, None)],
+}
+
+
+@dataclass(frozen=True)
+class CurriculumSpec:
+    """A curriculum for fine-tuning: how to score the training images, and how to pace them.
+
+    Parameters
+    ----------
+    scoring : ScoringSpec
+        The scorer (``transfer``, ``self-taught``, ``random``, ``column:NAME``) and its options.
+    pacing : Pacing
+        Iteration (optimizer step) -> how many of the ordered training images are in use.
+    ordering : {"curriculum", "anti", "random"}, default="curriculum"
+    balanced : bool, default=True
+        Class-balanced prefixes.
+    self_taught_epochs : int, default=2
+        Self-taught scoring: epochs of its brief fine-tuning runs (the run's own settings
+        otherwise).
+    """
+
+    scoring: ScoringSpec
+    pacing: Pacing
+    ordering: str = "curriculum"
+    balanced: bool = True
+    self_taught_epochs: int = SELF_TAUGHT_EPOCHS
+
+    def __post_init__(self):
+        validate(self.__dict__, CURRICULUM_CONSTRAINTS)
+
+    def describe(self) -> dict:
+        """JSON values recorded in the run's summary."""
+        return {"scoring": self.scoring.scoring, "pacing": self.pacing.name,
+                **self.pacing.params, "ordering": self.ordering, "balanced": self.balanced,
+                "scoring_seed": self.scoring.seed}
+
+
+def finetune_with_curriculum(source, out, spec: FinetuneSpec, curriculum: CurriculumSpec, *,
+                             device: str = "auto", workers: int | None = None, **options):
+    """:func:`featpipe.finetuning.run.finetune` through a curriculum.
+
+    The training images (the run's own split: validation and ``test`` rows are never scored
+    nor used to score) are scored as ``curriculum.scoring`` says, ordered and paced by a
+    :class:`~featpipe.curriculum.sampler.CurriculumPlan`; each epoch's metrics row carries the
+    pacing (``pacing_fraction``, ``prefix_size``, ``prefix_size_first``). The scores are
+    written to ``RUN_DIR/curriculum_scores.csv`` and the curriculum to the summary.
+
+    Parameters
+    ----------
+    source, out, spec, device, workers, **options
+        As for :func:`~featpipe.finetuning.run.finetune`.
+    curriculum : CurriculumSpec
+
+    Returns
+    -------
+    FinetuneOutcome
+    """
+    from featpipe.finetuning.data import split_train_val
+    from featpipe.finetuning.outputs import SUMMARY, write_summary
+    from featpipe.finetuning.run import finetune
+
+    validate({"curriculum": curriculum}, {"curriculum": [CurriculumSpec]})
+    images = source if isinstance(source, ImageSet) else open_source(source)
+    train_set, _ = split_train_val(images, spec.val_split, spec.seed)
+    trainer = self_taught_spec(spec, curriculum.self_taught_epochs)
+    scores = make_scorer(curriculum.scoring, trainer=trainer, workers=workers).score(
+        train_set, seed=curriculum.scoring.seed)
+    plan = CurriculumPlan(np.asarray(scores), curriculum.pacing, spec.batch_size,
+                          ordering=curriculum.ordering, balanced=curriculum.balanced)
+    outcome = finetune(images, out, spec, train_sampler=plan, device=device, workers=workers,
+                       **options)
+    write_scores(outcome.run_dir / SCORES_FILE,
+                 ScoreTable(list(train_set.ids), train_set.labels, scores,
+                            curriculum.scoring.scoring))
+    outcome.summary["curriculum"] = curriculum.describe()
+    write_summary(outcome.run_dir / SUMMARY, outcome.summary)
+    return outcome
