@@ -14,6 +14,8 @@ _LAZY = {
     "Reduction": "featpipe.classical.recipes",
     "SearchConfig": "featpipe.classical.search",
     "TrainingSpec": "featpipe.workflows.fit",
+    "FinetuneSpec": "featpipe.finetuning.spec",
+    "finetune": "featpipe.finetuning.run",
 }
 
 __all__ = ["FeatpipeError", "UsageError", "__version__", *_LAZY]

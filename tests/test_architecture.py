@@ -20,6 +20,7 @@ FLOORS = [
     {"classical"},
     {"report"},
     {"curriculum"},
+    {"finetuning"},
     {"workflows"},
     {"cli", "demo", "__main__"},
 ]

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from featpipe.errors import FeatpipeError
+from featpipe.models.heads import fit_classifier_to
 
 RANDOM_INIT_SEED = 0
 
@@ -72,8 +73,13 @@ def _unwrap_state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights_file(model: torch.nn.Module, path: Path) -> str:
-    """Strictly load a state_dict file into ``model``; return the file's sha256."""
+    """Strictly load a state_dict file into ``model``; return the file's sha256.
+
+    A file whose classifier has another number of classes (a ``featpipe finetune`` run's
+    weights) gets a classifier of that size first; every other tensor must match.
+    """
     state = _read_state_dict(path)
+    fit_classifier_to(model, state)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

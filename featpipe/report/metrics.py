@@ -51,8 +51,20 @@ def evaluate(estimator, X_test, y_test, class_names: Sequence[str] | None = None
     y_test = np.asarray(y_test)
     start = time.perf_counter()
     y_pred = np.asarray(estimator.predict(X_test))
-    predict_seconds = time.perf_counter() - start
+    return score_predictions(y_test, y_pred, class_names, time.perf_counter() - start)
 
+
+def score_predictions(y_test, y_pred, class_names: Sequence[str] | None = None,
+                      predict_seconds: float = float("nan")) -> dict:
+    """The metrics of :func:`evaluate` from predictions made elsewhere (e.g. a fine-tuned
+    network's).
+
+    Examples
+    --------
+    >>> score_predictions([0, 1, 1], [0, 1, 0], ["a", "b"])["balanced_accuracy"]
+    0.75
+    """
+    y_test, y_pred = np.asarray(y_test), np.asarray(y_pred)
     labels = (
         np.arange(len(class_names))
         if class_names is not None

@@ -191,6 +191,32 @@ def comparison_plot(runs: Mapping[str, Mapping], path) -> Path:
     return save_png(figure, path)
 
 
+def training_curves(history: list[Mapping], path) -> Path:
+    """PNG of loss and accuracy per epoch, training and validation side by side.
+
+    Parameters
+    ----------
+    history : list of dict
+        Rows with ``epoch``, ``train_loss``, ``val_loss``, ``train_accuracy``, ``val_accuracy``
+        (NaN where not measured, e.g. the training values of epoch 0).
+    path : str or Path
+        PNG to write (atomically).
+    """
+    figure = _new_figure(9.0, 3.6)
+    epochs = [row["epoch"] for row in history]
+    for k, metric in enumerate(("loss", "accuracy")):
+        ax = figure.add_subplot(1, 2, k + 1)
+        for split, style in (("train", "o-"), ("val", "s--")):
+            ax.plot(epochs, [float(row[f"{split}_{metric}"]) for row in history], style,
+                    label=split, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    return save_png(figure, path)
+
+
 def save_png(figure, path) -> Path:
     """``figure`` as a PNG at ``path``, written atomically."""
     return atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=100))
