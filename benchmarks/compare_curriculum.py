@@ -38,6 +38,7 @@ from benchmarks.compare_finetune import SHARED, square_pixels
 
 NAME = "compare_curriculum"
 DATASET = "fashion-mnist"
+N_CLASSES = 10
 PACINGS = ("exponential", "linear")
 SCORED_ARMS = {  # name -> (scoring, ordering)
     "transfer": ("transfer", "curriculum"),
@@ -60,6 +61,8 @@ def parser():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--freeze", type=int, default=4, help="frozen stages of Lite0's 5")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the page and plot from the CSVs of an earlier (or stopped) run")
     return p
 
 
@@ -134,7 +137,6 @@ def run_arm(parts, spec, plan) -> tuple[dict, list[dict]]:
     row = {"accuracy": evaluation["accuracy"],
            "balanced_accuracy": evaluation["balanced_accuracy"],
            "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
-           "steps": sum(int(r.get("steps", 0) or 0) for r in result.history),
            "seconds": time.perf_counter() - started}
     return row, [r for r in result.history if r["epoch"] > 0]
 
@@ -167,7 +169,8 @@ def run(args, out) -> tuple[list[dict], list[dict], dict]:
                 plan = CurriculumPlan(scores, pacing, spec.batch_size, ordering=ordering)
             row, history = run_arm(parts, spec.replace(seed=seed), plan)
             base = {"arm": arm, "pacing": pacing_name, "seed": seed}
-            rows.append({**base, "scoring": scoring or "", "ordering": ordering or "", **row})
+            rows.append({**base, "scoring": scoring or "", "ordering": ordering or "",
+                         "steps": total_steps, **row})
             curves += [{**base, "pacing_fraction": 1.0, **h} for h in history]
             harness.log(f"seed {seed} {pacing_name:<11} {arm:<16} test "
                         f"{row['accuracy']:.3f} ({row['seconds']:.0f} s)")
@@ -175,6 +178,27 @@ def run(args, out) -> tuple[list[dict], list[dict], dict]:
             harness.write_csv(out.csv.with_name(f"{NAME}_curves.csv"), curves, CURVE_COLUMNS)
     sizes = {"train": len(parts["train"]), "val": len(parts["val"]),
              "test": len(parts["test"]), "steps": total_steps}
+    return rows, curves, sizes
+
+
+def _read_run(out, args) -> tuple[list[dict], list[dict], dict]:
+    """The rows and curves of the CSVs a run wrote (numbers parsed), and the run's sizes."""
+    import csv
+
+    def read(path, ints, floats):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:
+            row.update({k: int(row[k]) for k in ints if row.get(k) not in (None, "")})
+            row.update({k: float(row[k]) for k in floats if row.get(k) not in (None, "")})
+        return rows
+
+    rows = read(out.csv, ("seed", "best_epoch", "steps"),
+                ("accuracy", "balanced_accuracy", "best_val_accuracy", "seconds"))
+    curves = read(out.csv.with_name(f"{NAME}_curves.csv"), ("seed", "epoch"),
+                  ("train_loss", "val_accuracy", "pacing_fraction"))
+    sizes = {"train": args.per_class * N_CLASSES, "val": args.val_per_class * N_CLASSES,
+             "test": args.test_per_class * N_CLASSES, "steps": rows[0]["steps"]}
     return rows, curves, sizes
 
 
@@ -199,9 +223,10 @@ def compare(rows: list[dict]) -> list[dict]:
         if arm != "constant" and len(seeds) > 1:
             diff = np.array([values[s] - baseline[s] for s in seeds])
             line["diff"] = float(diff.mean())
+            # equal differences on every seed: no spread, the t-test is undefined
             line["p"] = float(ttest_rel([values[s] for s in seeds],
                                         [baseline[s] for s in seeds]).pvalue) \
-                if diff.std() > 0 else 1.0
+                if np.ptp(diff) > 1e-4 else float("nan")
         table.append(line)
     return table
 
@@ -211,7 +236,7 @@ def markdown(table: list[dict]) -> str:
              "|---|---|---|---|---|---|"]
     for t in table:
         diff = f"{t['diff']:+.3f}" if "diff" in t else "—"
-        p = f"{t['p']:.3f}" if "p" in t else "—"
+        p = "—" if "p" not in t else f"{t['p']:.3f}" if np.isfinite(t["p"]) else "n/a (no spread)"
         lines.append(f"| {t['arm']} | {t['pacing']} | {t['n_seeds']} | {t['mean']:.3f} ± "
                      f"{t['std']:.3f} | {diff} | {p} |")
     return "\n".join(lines)
@@ -220,7 +245,7 @@ def markdown(table: list[dict]) -> str:
 def verdict(table: list[dict]) -> str:
     transfer = [t for t in table if t["arm"] == "transfer"]
     better = [t for t in transfer if t.get("diff", 0) > 0 and t.get("p", 1) < 0.05]
-    worse = [t for t in transfer if t.get("diff", 0) < 0 and t.get("p", 1) < 0.05]
+    worse = [t for t in transfer if t.get("diff", 0) < 0 and t.get("p", 1) < 0.05]  # nan: no
     words = ", ".join(f"{t['pacing']} {t['diff']:+.3f} (p={t['p']:.2f})" for t in transfer
                       if "diff" in t)
     if better and not worse:
@@ -252,6 +277,7 @@ def plot(curves: list[dict], path) -> None:
                               for e in epochs], marker="o", label=pacing)
     axes[2].plot([], [], linestyle="--", label="constant (1.0)")
     axes[2].set_xlabel("epoch")
+    axes[0].legend(fontsize=7, loc="lower right")
     harness.finish_panels(fig, axes, ["validation accuracy, exponential pacing",
                                       "validation accuracy, linear pacing",
                                       "pacing: fraction in use (epoch's last step)"],
@@ -264,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.per_class, args.val_per_class, args.test_per_class = 4, 2, 3
         args.seeds, args.epochs = 2, 2
     out = harness.outputs(args, NAME)
-    rows, curves, sizes = run(args, out)
+    if args.report_only:
+        rows, curves, sizes = _read_run(out, args)
+    else:
+        rows, curves, sizes = run(args, out)
     table = compare(rows)
     plot(curves, out.png)
     notes = (f"Fashion-MNIST: {sizes['train']} training, {sizes['val']} validation (best "
