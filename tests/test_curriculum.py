@@ -171,11 +171,11 @@ def test_sampler_logs_its_pacing_and_drives_a_dataloader():
     batches = [b[0].tolist() for b in loader]
     assert [len(b) for b in batches] == [4, 4]
     assert set(batches[0]) <= set(sampler.order[:2].tolist())
-    assert sampler.log_state() == {"pacing_fraction": 0.3, "prefix_size": 3,
-                                   "prefix_size_first": 2}
+    assert sampler.log_state() == {"pacing_fraction_first": 0.2, "pacing_fraction": 0.3,
+                                   "prefix_size": 3}
     sampler.set_epoch(5)
-    assert sampler.log_state() == {"pacing_fraction": 1.0, "prefix_size": 10,
-                                   "prefix_size_first": 10}
+    assert sampler.log_state() == {"pacing_fraction_first": 1.0, "pacing_fraction": 1.0,
+                                   "prefix_size": 10}
     with pytest.raises(FeatpipeError, match="training split has 3"):
         plan(np.array([0, 1, 0]), seed=0)
 
@@ -284,3 +284,61 @@ def test_curriculum_scores_command_writes_ranked_csv(scored_manifest, tmp_path, 
     assert main(["curriculum-scores", str(path), "--scoring", "confidence",
                  "--out", str(out)]) == 1
     assert "unknown curriculum scoring 'confidence'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+TINY_RUN = ["--image-size", "32", "--freeze", "all", "--epochs", "3", "--batch-size", "8",
+            "--val-split", "0.2", "--augment", "none", "--workers", "0", "--device", "cpu",
+            "--quiet"]
+
+
+def test_a_tiny_curriculum_fine_tune_runs_and_logs_its_schedule(shapes_folder, lite0_store,
+                                                                 tmp_path, capsys):
+    import csv
+    import json
+
+    out = tmp_path / "run"
+    assert main(["finetune", str(shapes_folder), "--out", str(out), *TINY_RUN,
+                 "--curriculum", "transfer", "--curriculum-store", str(lite0_store),
+                 "--curriculum-layers", "last", "--curriculum-cv", "2",
+                 "--pacing", "exponential", "--start", "0.25", "--inc", "2",
+                 "--step-length", "2"]) == 0, capsys.readouterr().err
+    with open(out / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["epoch"] != "0"]
+    # 24 training images, 3 steps per epoch; steps 0-1 use 25 %, step 2-3 50 %, then all
+    assert [float(r["pacing_fraction_first"]) for r in rows] == [0.25, 0.5, 1.0]
+    assert [float(r["pacing_fraction"]) for r in rows] == [0.5, 1.0, 1.0]
+    assert [int(r["prefix_size"]) for r in rows] == [12, 24, 24]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["curriculum"] == {"scoring": "transfer", "pacing": "exponential",
+                                     "start": 0.25, "inc": 2.0, "step_length": 2,
+                                     "ordering": "curriculum", "balanced": True,
+                                     "scoring_seed": 0}
+    assert len((out / "curriculum_scores.csv").read_text().splitlines()) == 25
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_curriculum_options_are_checked_before_training(shapes_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["finetune", str(shapes_folder), "--out", str(out), *TINY_RUN,
+                 "--curriculum", "random", "--pacing", "linear"]) == 1
+    assert capsys.readouterr().err.strip() == ("featpipe: error: linear pacing needs --ramp "
+                                               "(it takes start, ramp)")
+    assert main(["finetune", str(shapes_folder), "--out", str(out), *TINY_RUN,
+                 "--curriculum", "column:easiness"]) == 1
+    assert "no manifest column 'easiness'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_self_taught_scores_come_from_short_fine_tuning_runs(shapes_folder):
+    from featpipe.finetuning.spec import FinetuneSpec
+    from featpipe.workflows.curriculum import ScoringSpec, make_scorer
+
+    trainer = FinetuneSpec(image_size=32, freeze="all", epochs=1, batch_size=8, patience=None,
+                           augment="none", val_split=0.2)
+    scorer = make_scorer(ScoringSpec(scoring="self-taught", cv=2, device="cpu"),
+                         trainer=trainer, workers=0)
+    scores = scorer.score(from_folder(shapes_folder), seed=0)
+    assert scores.shape == (30,) and np.all((scores > 0) & (scores < 1))

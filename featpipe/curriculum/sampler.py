@@ -14,7 +14,7 @@ Examples
 >>> [int(b.max()) < sampler.prefix_size(t) for t, b in enumerate(batches)]
 [True, True, True, True, True]
 >>> sampler.log_state()
-{'pacing_fraction': 1.0, 'prefix_size': 10, 'prefix_size_first': 2}
+{'pacing_fraction_first': 0.2, 'pacing_fraction': 1.0, 'prefix_size': 10}
 """
 
 from __future__ import annotations
@@ -114,12 +114,12 @@ class CurriculumSampler(Sampler[int]):
             yield from np.concatenate(batch).tolist()
 
     def log_state(self) -> dict[str, float]:
-        """The pacing of the current epoch: the fraction and prefix size at its last step, and
-        the prefix size at its first step."""
+        """The pacing of the current epoch: the fraction of the training set in use at its first
+        and at its last step, and the prefix size at its last step."""
         first = self._first_iteration()
         last = self.prefix_size(first + self.steps_per_epoch - 1)
-        return {"pacing_fraction": last / len(self.order), "prefix_size": last,
-                "prefix_size_first": self.prefix_size(first)}
+        return {"pacing_fraction_first": self.prefix_size(first) / len(self.order),
+                "pacing_fraction": last / len(self.order), "prefix_size": last}
 
 
 @dataclass(frozen=True)

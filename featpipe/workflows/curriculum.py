@@ -240,7 +240,7 @@ def finetune_with_curriculum(source, out, spec: FinetuneSpec, curriculum: Curric
     The training images (the run's own split: validation and ``test`` rows are never scored
     nor used to score) are scored as ``curriculum.scoring`` says, ordered and paced by a
     :class:`~featpipe.curriculum.sampler.CurriculumPlan`; each epoch's metrics row carries the
-    pacing (``pacing_fraction``, ``prefix_size``, ``prefix_size_first``). The scores are
+    pacing (``pacing_fraction_first``, ``pacing_fraction``, ``prefix_size``). The scores are
     written to ``RUN_DIR/curriculum_scores.csv`` and the curriculum to the summary.
 
     Parameters
