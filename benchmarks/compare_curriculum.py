@@ -197,6 +197,13 @@ def _read_run(out, args) -> tuple[list[dict], list[dict], dict]:
                 ("accuracy", "balanced_accuracy", "best_val_accuracy", "seconds"))
     curves = read(out.csv.with_name(f"{NAME}_curves.csv"), ("seed", "epoch"),
                   ("train_loss", "val_accuracy", "pacing_fraction"))
+    n_arms = 1 + len(PACINGS) * len(SCORED_ARMS)
+    complete = {s for s in {r["seed"] for r in rows}
+                if sum(r["seed"] == s for r in rows) == n_arms}
+    if len(complete) < len({r["seed"] for r in rows}):
+        harness.log(f"a stopped run: only the seeds with every arm count ({sorted(complete)})")
+    rows = [r for r in rows if r["seed"] in complete]
+    curves = [c for c in curves if c["seed"] in complete]
     sizes = {"train": args.per_class * N_CLASSES, "val": args.val_per_class * N_CLASSES,
              "test": args.test_per_class * N_CLASSES, "steps": rows[0]["steps"]}
     return rows, curves, sizes
@@ -298,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(curves, out.png)
     notes = (f"Fashion-MNIST: {sizes['train']} training, {sizes['val']} validation (best "
              f"epoch), {sizes['test']} test images (10 classes); {args.epochs} epochs = "
-             f"{sizes['steps']} optimizer steps for every arm; {args.seeds} seeds; fine-tuning "
+             f"{sizes['steps']} optimizer steps for every arm; "
+             f"{len({r['seed'] for r in rows})} seeds; fine-tuning "
              f"freeze={args.freeze}, {', '.join(f'{k}={v}' for k, v in SHARED.items())} "
              "(val_split applies to self-taught scoring's own runs). Test accuracy mean ± std "
              "(sample) over seeds; the difference to constant is paired by seed.")
