@@ -24,6 +24,7 @@ classical arms' CV sees: the comparison is "the same labelled images", as a user
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -58,6 +59,10 @@ def parser():
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--sizes", default="5,10,all")
+    p.add_argument("--all-seeds", type=int, default=None,
+                   help="seeds for 'all' (default: --seeds)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows of an existing CSV and run only what it lacks")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the page and plot from an existing CSV (e.g. of a stopped run)")
     p.add_argument("--cap-all", type=int, default=None, metavar="N",
@@ -156,35 +161,58 @@ def tuned_arm(pixels, train_pos, test_pos, changes, seed, store_path, args) -> d
             "detail": detail}
 
 
-def score_dataset(dataset: str, manifest, args, rows: list, out) -> None:
+@dataclass
+class Prepared:
+    """One dataset's pixels, frozen features and train/test positions."""
+
+    dataset: str
+    pixels: object
+    store: object
+    labels: np.ndarray
+    train_pos: np.ndarray
+    test_pos: np.ndarray
+
+
+def prepare(dataset: str, manifest, args) -> Prepared:
     pixels = square_pixels(manifest, args)
     store = frozen_store(dataset, pixels, args)
-    index_of = dict(zip(store.ids.tolist(), store.index.tolist()))
     splits = np.array(pixels.splits)
-    labels = pixels.label_indices()
     train_pos, test_pos = np.flatnonzero(splits == "train"), np.flatnonzero(splits == "test")
     if args.quick:
         train_pos, test_pos = train_pos[::4], test_pos[::4]
     harness.log(f"[{dataset}] {len(train_pos)} train / {len(test_pos)} test images")
-    seeds = [args.seed + s for s in range(args.seeds)]
-    smallest = common.smallest_class(labels[train_pos])
-    sizes = [s for s in _sizes(args.sizes) if s == ALL or s <= smallest]
-    for size in sizes:
-        for seed, picked in draws(labels[train_pos], size, seeds, args.cap_all):
-            chosen = train_pos[picked]
-            train_rows = [index_of[pixels.ids[i]] for i in chosen]
-            test_rows = [index_of[pixels.ids[i]] for i in test_pos]
-            base = {"dataset": dataset, "similarity": common.similarity(dataset),
-                    "size": size, "seed": seed, "n_train": len(chosen)}
-            for arm, (preset, recipe) in FROZEN_ARMS.items():
-                rows.append({**base, "arm": arm, **frozen_arm(
-                    store, train_rows, test_rows, preset, recipe, seed, args)})
-            for arm, changes in TUNED_ARMS.items():
-                rows.append({**base, "arm": arm, **tuned_arm(
-                    pixels, chosen, test_pos, changes, seed, store.path, args)})
-                harness.log(f"[{dataset}] {size}/class seed {seed} {arm}: "
-                            f"{rows[-1]['accuracy']:.3f} ({rows[-1]['seconds']:.0f} s)")
-            harness.write_csv(out.csv, rows, COLUMNS)  # partial results survive a stop
+    return Prepared(dataset, pixels, store, pixels.label_indices(), train_pos, test_pos)
+
+
+def score_size(data: Prepared, size, args, rows: list, out) -> None:
+    """Every arm on every seed's draw of ``size`` images per class."""
+    index_of = dict(zip(data.store.ids.tolist(), data.store.index.tolist()))
+    ids = data.pixels.ids
+    n_seeds = args.all_seeds if size == ALL and args.all_seeds else args.seeds
+    seeds = [args.seed + s for s in range(n_seeds)]
+    done = {(r["dataset"], r["size"], int(r["seed"]), r["arm"]) for r in rows}
+    if size != ALL and size > common.smallest_class(data.labels[data.train_pos]):
+        harness.log(f"[{data.dataset}] skipping {size}/class: a class has fewer")
+        return
+    test_rows = [index_of[ids[i]] for i in data.test_pos]
+    for seed, picked in draws(data.labels[data.train_pos], size, seeds, args.cap_all):
+        chosen = data.train_pos[picked]
+        train_rows = [index_of[ids[i]] for i in chosen]
+        base = {"dataset": data.dataset, "similarity": common.similarity(data.dataset),
+                "size": size, "seed": seed, "n_train": len(chosen)}
+        for arm, (preset, recipe) in FROZEN_ARMS.items():
+            if (data.dataset, size, seed, arm) in done:
+                continue
+            rows.append({**base, "arm": arm, **frozen_arm(
+                data.store, train_rows, test_rows, preset, recipe, seed, args)})
+        for arm, changes in TUNED_ARMS.items():
+            if (data.dataset, size, seed, arm) in done:
+                continue
+            rows.append({**base, "arm": arm, **tuned_arm(
+                data.pixels, chosen, data.test_pos, changes, seed, data.store.path, args)})
+            harness.log(f"[{data.dataset}] {size}/class seed {seed} {arm}: "
+                        f"{rows[-1]['accuracy']:.3f} ({rows[-1]['seconds']:.0f} s)")
+        harness.write_csv(out.csv, rows, COLUMNS)  # partial results survive a stop
 
 
 def _read_rows(path) -> list[dict]:
@@ -252,14 +280,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.epochs = min(args.seeds, 1), min(args.epochs, 2)
     out = harness.outputs(args, NAME)
-    rows: list[dict] = _read_rows(out.csv) if args.report_only else []
-    for dataset, manifest in ({} if args.report_only else args.manifests).items():
-        score_dataset(dataset, manifest, args, rows, out)
+    rows: list[dict] = _read_rows(out.csv) if args.report_only or args.resume else []
+    if not args.report_only:  # sizes outermost: a stopped run still covers every dataset
+        prepared = [prepare(d, m, args) for d, m in args.manifests.items()]
+        for size in _sizes(args.sizes):
+            for data in prepared:
+                score_size(data, size, args, rows, out)
     summary = summarize(rows)
     harness.write_csv(out.csv, rows, COLUMNS)
     plot(summary, out.png)
     cap = "" if args.cap_all is None else f" (at most {args.cap_all} per class, drawn per seed)"
-    notes = (f"Test accuracy, mean ± std (population) over {args.seeds} seeds; `all` = the "
+    all_seeds = args.all_seeds or args.seeds
+    notes = (f"Test accuracy, mean ± std (population) over {args.seeds} seeds ({all_seeds} for "
+             "`all`; a single seed shows ± 0.000); `all` = the "
              f"whole training split{cap} (seeds change the fine-tuning's validation split, "
              f"initialisation and augmentation). Fine-tuning: {args.epochs} epochs for every "
              f"arm, {', '.join(f'{k}={v}' for k, v in SHARED.items())}; cosine schedule with "

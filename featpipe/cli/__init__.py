@@ -1,5 +1,5 @@
-"""The `featpipe` command line: extract, fit, finetune, predict, evaluate, curriculum-scores and
-helpers; a thin adapter over the typed Python API: one module per command, ``add_parser``, ``run``."""
+"""The `featpipe` command line (backbones, layers, extract, info, recipes, fit, finetune, predict,
+evaluate, curriculum-scores): a thin adapter over the typed Python API, one module per command."""
 
 # Exit codes: 0 success, 1 a problem with the input or a runtime failure, 2 a usage error.
 # A user mistake is reported as one line on stderr, never as a traceback.
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"featpipe: error: {as_flags(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("featpipe: interrupted (an unfinished extract resumes when re-run)", file=sys.stderr)
+        print("featpipe: interrupted (an unfinished extract or finetune resumes when re-run)", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not a user mistake: one line unless debugging
         if os.environ.get(DEBUG_ENV):

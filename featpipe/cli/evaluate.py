@@ -1,4 +1,4 @@
-"""`featpipe evaluate`: score a fitted model on a labelled store."""
+"""`featpipe evaluate`: score a fitted model on a labelled store (a fine-tuning run on images)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from featpipe.cli.output import parse_trust, print_json
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a fitted model on a labelled feature store")
-    p.add_argument("model")
-    p.add_argument("store")
+    p = sub.add_parser("evaluate", help="score a fitted model on a labelled feature store, or a "
+                                        "fine-tuning run on labelled images")
+    p.add_argument("model", help="model file (.skops) or fine-tuning RUN_DIR")
+    p.add_argument("store", help="feature store (.h5); for a RUN_DIR: images (folder, manifest)")
     p.add_argument("--split", default=None, help="evaluate only this split of the store")
     p.add_argument("--report", default=None)
     p.add_argument("--trust", action="append", default=[])

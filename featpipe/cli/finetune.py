@@ -15,7 +15,12 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", default=None, help="local state_dict / safetensors file")
     p.add_argument("--no-pretrained", action="store_true", help="random init (no download)")
     p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--resize", default="pad", choices=["pad", "crop", "squash"])
+    p.add_argument("--resize", default="pad", choices=["pad", "crop", "squash"],
+                   help="how an image becomes the square input (as for extract)")
+    p.add_argument("--crop-pct", type=float, default=None,
+                   help="fraction kept by --resize crop, in (0, 1] (default: the weights')")
+    p.add_argument("--pad-color", default="white",
+                   help="padding of --resize pad: white, black, grey, R,G,B or #RRGGBB")
     p.add_argument("--freeze", default="none", metavar="none|all|N",
                    help="freeze no stage, every stage (head only) or the first N stages of "
                         "the 'stages' list of `featpipe layers`")
@@ -57,12 +62,14 @@ def add_parser(sub) -> None:
 
 def finetune_spec(args):
     """The typed :class:`~featpipe.finetuning.spec.FinetuneSpec` of the command's options."""
+    from featpipe.cli.parsing import parse_color
     from featpipe.finetuning.spec import FinetuneSpec
     from featpipe.spec import DEFAULT_BACKBONE
 
     return FinetuneSpec(
         model=args.model or DEFAULT_BACKBONE, weights=args.weights,
         pretrained=not args.no_pretrained, image_size=args.image_size, resize=args.resize,
+        crop_pct=args.crop_pct, pad_color=parse_color(args.pad_color),
         freeze=_freeze(args.freeze), freeze_until=args.freeze_until,
         unfreeze_every=args.unfreeze_schedule, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, head_lr=args.head_lr,

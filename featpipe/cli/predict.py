@@ -14,7 +14,7 @@ PREDICTION_FIELDS = ("id", "prediction", "error")
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict classes of images or of a feature store")
-    p.add_argument("model")
+    p.add_argument("model", help="model file (.skops) or fine-tuning RUN_DIR")
     p.add_argument("source", help="feature store (.h5) or images (folder, manifest, list)")
     p.add_argument("--out", default=None, help="CSV file (default: stdout)")
     p.add_argument("--trust", action="append", default=[],

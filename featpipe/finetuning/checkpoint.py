@@ -43,7 +43,8 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a foreign or damaged file raises many types
         raise FeatpipeError(f"{path} is not a readable fine-tuning checkpoint "
-                            f"({type(exc).__name__}); pass `overwrite=True` to start over") from None
+                            f"({type(exc).__name__}); pass `overwrite=True` to start over"
+                            ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FeatpipeError(f"{path} is not a featpipe fine-tuning checkpoint; pass "
                             "`overwrite=True` to start over")

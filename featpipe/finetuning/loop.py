@@ -35,7 +35,7 @@ from featpipe.finetuning.spec import FinetuneSpec
 from featpipe.models.device import resolve_device
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                  "trained_stages", "images_per_second", "seconds")
+                  "trained_stages", "steps", "images_per_second", "seconds")
 #: ``train_sampler``: a Sampler over training positions, or ``factory(labels, seed)``.
 SamplerFactory = Callable[[np.ndarray, int], torch.utils.data.Sampler]
 
@@ -230,13 +230,16 @@ def _init_head(spec, tuning, run, crops, train_set, features, class_names, log) 
                                         store_features)
 
     model, head = tuning.model, tuning.classifier
+    X, source = None, "extracted"
     if features is not None:
-        ids = [train_set.ids[i] for i in crops.positions]
-        X = store_features(features, run.feature_provenance(), ids)
-        source = str(features)
-    else:
+        try:
+            X = store_features(features, run.feature_provenance(),
+                               [train_set.ids[i] for i in crops.positions])
+            source = str(features)
+        except FeatpipeError as exc:  # another kind of features: compute the right ones
+            log(f"not using {features} for the probe ({exc}); computing the features")
+    if X is None:
         X = classifier_inputs(model, head, crops.images, run.normalize)
-        source = "extracted"
     probe = fit_probe(X, crops.labels.numpy(), class_names, spec.seed, source)
     probe_as_linear(probe, model.get_submodule(head))
     val_features = classifier_inputs(model, head, run.val.images, run.normalize)
@@ -306,7 +309,8 @@ class _Run:
         val_loss, val_accuracy = self.evaluate(self.val)
         row = {"epoch": 0, "train_loss": float("nan"), "train_accuracy": float("nan"),
                "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": 0.0,
-               "trained_stages": "", "images_per_second": float("nan"), "seconds": 0.0}
+               "trained_stages": "", "steps": 0, "images_per_second": float("nan"),
+               "seconds": 0.0}
         return {"epoch": 0, "history": [row], "best_epoch": 0, "best_accuracy": val_accuracy,
                 "best_weights": _copy_state(self.model), "bad_epochs": 0, "stopped": False}
 
@@ -332,13 +336,14 @@ class _Run:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         order = torch.as_tensor(list(sampler), dtype=torch.int64)
-        started, total, correct, n = time.perf_counter(), 0.0, 0, 0
+        started, total, correct, n, steps = time.perf_counter(), 0.0, 0, 0, 0
         with tqdm(total=len(order), unit="img", disable=not progress, dynamic_ncols=True,
                   desc=f"epoch {epoch}/{self.spec.epochs}") as bar:
             for batch in order.split(self.spec.batch_size):
                 loss, hits = self._step(crops.images[batch], crops.labels[batch], optimizer,
                                         scheduler)
                 total, correct, n = total + loss * len(batch), correct + hits, n + len(batch)
+                steps += 1
                 rate = n / max(time.perf_counter() - started, 1e-9)
                 bar.update(len(batch))
                 bar.set_postfix(loss=f"{total / n:.3f}", acc=f"{correct / n:.3f}",
@@ -349,7 +354,7 @@ class _Run:
         row = {"epoch": epoch, "train_loss": total / max(n, 1),
                "train_accuracy": correct / max(n, 1), "val_loss": val_loss,
                "val_accuracy": val_accuracy, "lr": optimizer.param_groups[0]["lr"],
-               "trained_stages": " ".join(map(str, trained)),
+               "trained_stages": " ".join(map(str, trained)), "steps": steps,
                "images_per_second": n / max(seconds, 1e-9), "seconds": seconds}
         if hasattr(sampler, "log_state"):
             row.update({k: float(v) for k, v in sampler.log_state().items()})

@@ -73,6 +73,10 @@ class FinetuneSpec:
         Side of the network input; None: the weights' native size.
     resize : {"pad", "crop", "squash"}, default "pad"
         How an image becomes the square input (as for extraction).
+    crop_pct : float or None
+        The kept fraction in ``crop`` mode; None: the weights' own.
+    pad_color : tuple of 3 ints
+        Padding colour in ``pad`` mode.
     freeze : "none", "all" or int, default "none"
         Stages (``featpipe layers``' ``stages`` preset, bottom first) whose parameters do not
         train: none, all (only the head trains) or the first N.
@@ -151,7 +155,12 @@ class FinetuneSpec:
         return self.lr if self.head_lr is None else self.head_lr
 
     def replace(self, **changes) -> FinetuneSpec:
-        """A copy with ``changes`` (validated again)."""
+        """A copy with ``changes`` (validated again); an unknown setting is a one-line error."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(f"unknown fine-tuning setting(s) {', '.join(unknown)}; "
+                             f"use {', '.join(sorted(known))}")
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featpipe.errors import FeatpipeError
 from featpipe.provenance import check_same_features
 from featpipe.spec import ExtractionSpec
 from featpipe.store.reader import FeatureStore
@@ -17,9 +18,16 @@ from featpipe.workflows.data import load_compatible
 
 def predict_source(model_path, source, *, trusted=False, batch_size: int = 32,
                    device: str = "auto") -> dict:
-    """Predict every input of ``source`` (a store, or images re-extracted like the model's)."""
-    from featpipe.classical.persist import load_model
+    """Predict every input of ``source`` (a store, or images re-extracted like the model's).
 
+    ``model_path`` may also be a fine-tuning run directory: its network classifies the images.
+    """
+    from featpipe.classical.persist import load_model
+    from featpipe.finetuning.predict import is_run_dir, predict_run
+
+    if is_run_dir(model_path):
+        return predict_run(model_path, images_for_run(source), batch_size=batch_size,
+                           device=device)
     pipeline, provenance, training = load_model(model_path, trusted=trusted)
     if _is_store(source):
         return _predict_store(pipeline, provenance, training, FeatureStore.open(source))
@@ -30,6 +38,22 @@ def predict_source(model_path, source, *, trusted=False, batch_size: int = 32,
         return _predict_store(pipeline, provenance, training, store)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def images_for_run(source, split: str | None = None):
+    """The images a fine-tuning run classifies: any image source (not a feature store),
+    optionally only the rows of one split."""
+    from featpipe.data.sources import open_source
+
+    if _is_store(source):
+        raise FeatpipeError(f"{source} is a feature store; a fine-tuning run classifies images "
+                            "(give a folder, manifest, file list or IDX file)")
+    image_set = open_source(source)
+    if split is None:
+        return image_set
+    if image_set.splits is None or split not in image_set.splits:
+        raise FeatpipeError(f"{source} has no rows in split {split!r}")
+    return image_set.subset([s == split for s in image_set.splits])
 
 
 def _is_store(source) -> bool:
