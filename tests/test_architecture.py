@@ -19,6 +19,7 @@ FLOORS = [
     {"extract"},
     {"classical"},
     {"report"},
+    {"curriculum"},
     {"finetuning"},
     {"workflows"},
     {"cli", "demo", "__main__"},

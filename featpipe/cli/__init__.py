@@ -1,5 +1,5 @@
 """The `featpipe` command line (backbones, layers, extract, info, recipes, fit, finetune, predict,
-evaluate): a thin adapter over the typed Python API, one module per command."""
+evaluate, curriculum-scores): a thin adapter over the typed Python API, one module per command."""
 
 # Exit codes: 0 success, 1 a problem with the input or a runtime failure, 2 a usage error.
 # A user mistake is reported as one line on stderr, never as a traceback.
@@ -16,7 +16,7 @@ from featpipe.errors import FeatpipeError, UsageError
 
 DEBUG_ENV = "FEATPIPE_DEBUG"
 COMMANDS = ("backbones", "layers", "extract", "info", "recipes", "fit", "finetune", "predict",
-            "evaluate")
+            "evaluate", "curriculum-scores")
 # Python parameter -> command-line option, where the two are not spelled alike.
 _OPTION_NAMES = {"trusted": "trust"}
 _OPTION = re.compile(r"`(\w+)(?:=([^`]*))?`")
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"featpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
-        importlib.import_module(f"featpipe.cli.{name}").add_parser(sub)
+        importlib.import_module(f"featpipe.cli.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 

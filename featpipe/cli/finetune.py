@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from featpipe.cli.curriculum_options import add_curriculum_options, curriculum_spec
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a backbone with a new head (resumable)")
@@ -54,6 +56,7 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="decoding processes")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_curriculum_options(p)
     p.set_defaults(func=run)
 
 
@@ -89,10 +92,17 @@ def _fraction_or_name(text: str):
 
 
 def run(args) -> int:
-    from featpipe.finetuning.run import finetune
+    from functools import partial
 
-    outcome = finetune(args.source, args.out, finetune_spec(args), features=args.features,
-                       overwrite=args.overwrite, device=args.device, workers=args.workers,
-                       progress=not args.quiet, log=lambda line: print(line, file=sys.stderr))
+    from featpipe.finetuning.run import finetune
+    from featpipe.workflows.curriculum import finetune_with_curriculum
+
+    spec = finetune_spec(args)
+    curriculum = curriculum_spec(args, spec)
+    run_it = finetune if curriculum is None else partial(finetune_with_curriculum,
+                                                         curriculum=curriculum)
+    outcome = run_it(args.source, args.out, spec, features=args.features,
+                     overwrite=args.overwrite, device=args.device, workers=args.workers,
+                     progress=not args.quiet, log=lambda line: print(line, file=sys.stderr))
     print(outcome.summary_line())
     return 0

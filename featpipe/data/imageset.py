@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -51,6 +51,8 @@ class ImageSet:
         Folder the source lives in, kept for provenance.
     kind : str
         ``'folder'``, ``'manifest'``, ``'list'``, ``'idx'`` or ``'arrays'``.
+    columns : dict of str to list of str, default={}
+        A manifest's other columns (e.g. a user's score), as text, one value per input.
 
     Examples
     --------
@@ -67,6 +69,7 @@ class ImageSet:
     splits: list[str] | None
     root: str | None
     kind: str
+    columns: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self):
         self.ids = [readable(i) for i in self.ids]
@@ -114,5 +117,6 @@ class ImageSet:
         return ImageSet(
             items=take(self.items), ids=take(self.ids), labels=take(self.labels),
             splits=take(self.splits), root=self.root, kind=self.kind,
+            columns={name: take(values) for name, values in self.columns.items()},
         )
 

@@ -166,8 +166,9 @@ def from_folder(path: str | os.PathLike, *, follow_links: bool = False) -> Image
 
 
 def from_manifest(csv_path: str | os.PathLike, *, allow_outside: bool = False) -> ImageSet:
-    """Read a CSV manifest with header ``path,label[,split]``.
+    """Read a CSV manifest with header ``path,label[,split]`` and any other named columns.
 
+    Other columns (e.g. a user's curriculum score) are kept as text in ``ImageSet.columns``.
     Relative paths are resolved against the manifest's folder and also serve as ids. A path
     that leaves that folder (absolute, or climbing out with ``..``) is refused unless
     ``allow_outside=True``: a manifest that came with a dataset must not read other files
@@ -186,7 +187,7 @@ def from_manifest(csv_path: str | os.PathLike, *, allow_outside: bool = False) -
     """
     csv_path = Path(csv_path)
     rows = _read_manifest_rows(csv_path)
-    has_label = [bool(label) for _, _, label, _ in rows]
+    has_label = [bool(label) for _, _, label, _, _ in rows]
     if any(has_label) and not all(has_label):
         line = rows[has_label.index(not has_label[0])][0]
         raise FeatpipeError(
@@ -194,15 +195,16 @@ def from_manifest(csv_path: str | os.PathLike, *, allow_outside: bool = False) -
             "fill the label column on every row or leave it empty on every row"
         )
     root = csv_path.resolve().parent
-    ids = _check_unique([(line, _normalise_path(p)) for line, p, _, _ in rows], csv_path)
+    ids = _check_unique([(line, _normalise_path(p)) for line, p, *_ in rows], csv_path)
     if not allow_outside:
-        _refuse_outside(zip([line for line, _, _, _ in rows], ids), csv_path, root)
-    splits = [split for _, _, _, split in rows]
+        _refuse_outside(zip([line for line, *_ in rows], ids), csv_path, root)
+    splits = [split for _, _, _, split, _ in rows]
     return ImageSet(
         items=idx_row_items(root, ids), ids=ids,
-        labels=[label for _, _, label, _ in rows] if all(has_label) else None,
+        labels=[label for _, _, label, _, _ in rows] if all(has_label) else None,
         splits=splits if splits[0] is not None else None,
         root=str(root), kind="manifest",
+        columns={name: [other[name] for *_, other in rows] for name in rows[0][4]},
     )
 
 
@@ -370,8 +372,9 @@ def _open_user_text(path: Path) -> io.StringIO:
                             "save the file as UTF-8") from None
 
 
-def _read_manifest_rows(csv_path: Path) -> list[tuple[int, str, str, str | None]]:
-    """Parse a manifest into ``(line, path, label, split_or_None)`` tuples, validating as it goes."""
+def _read_manifest_rows(csv_path: Path) -> list[tuple[int, str, str, str | None, dict]]:
+    """Parse a manifest into ``(line, path, label, split_or_None, other_columns)`` tuples,
+    validating as it goes."""
     with _open_user_text(csv_path) as handle:
         reader = csv.reader(handle)
         header = [name.strip().lower() for name in next(reader, [])]
@@ -394,20 +397,20 @@ def _read_manifest_rows(csv_path: Path) -> list[tuple[int, str, str, str | None]
                 raise FeatpipeError(
                     f"{csv_path}:{line}: empty split; give every row a split or drop the column"
                 )
-            rows.append((line, record["path"], record["label"], record.get("split")))
+            other = {k: v for k, v in record.items() if k not in _MANIFEST_COLUMNS}
+            rows.append((line, record["path"], record["label"], record.get("split"), other))
     if not rows:
         raise FeatpipeError(f"manifest '{csv_path}' has a header but no rows")
     return rows
 
 
 def _check_manifest_header(header: list[str], csv_path: Path) -> None:
-    unknown = [name for name in header if name not in _MANIFEST_COLUMNS]
     missing = [name for name in ("path", "label") if name not in header]
-    if unknown or missing or len(set(header)) != len(header):
+    if missing or "" in header or len(set(header)) != len(header):
         found = ",".join(header) if header else "nothing"
         raise FeatpipeError(
             f"{csv_path}:1: bad manifest header '{found}'; expected 'path,label' or "
-            "'path,label,split'"
+            "'path,label,split' (other named columns are kept), each once"
         )
 
 

@@ -198,14 +198,17 @@ def training_curves(history: list[Mapping], path) -> Path:
     ----------
     history : list of dict
         Rows with ``epoch``, ``train_loss``, ``val_loss``, ``train_accuracy``, ``val_accuracy``
-        (NaN where not measured, e.g. the training values of epoch 0).
+        (NaN where not measured, e.g. the training values of epoch 0). Rows of a curriculum
+        run also carry ``pacing_fraction`` (and ``pacing_fraction_first``): a third panel
+        shows the pacing.
     path : str or Path
         PNG to write (atomically).
     """
-    figure = _new_figure(9.0, 3.6)
+    paced = [row for row in history if _number(row.get("pacing_fraction")) is not None]
+    figure = _new_figure(13.5 if paced else 9.0, 3.6)
     epochs = [row["epoch"] for row in history]
     for k, metric in enumerate(("loss", "accuracy")):
-        ax = figure.add_subplot(1, 2, k + 1)
+        ax = figure.add_subplot(1, 3 if paced else 2, k + 1)
         for split, style in (("train", "o-"), ("val", "s--")):
             ax.plot(epochs, [float(row[f"{split}_{metric}"]) for row in history], style,
                     label=split, markersize=3)
@@ -213,8 +216,34 @@ def training_curves(history: list[Mapping], path) -> Path:
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if paced:
+        _pacing_panel(figure.add_subplot(1, 3, 3), paced)
     figure.tight_layout()
     return save_png(figure, path)
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number  # NaN: not measured
+
+
+def _pacing_panel(ax, rows: list[Mapping]) -> None:
+    """A curriculum's pacing per epoch: the fraction of the training set in use."""
+    epochs = [row["epoch"] for row in rows]
+    ax.step(epochs, [_number(row["pacing_fraction"]) for row in rows], where="post",
+            marker="o", markersize=3, label="at the epoch's last step")
+    first = [_number(row.get("pacing_fraction_first")) for row in rows]
+    if None not in first:
+        ax.plot(epochs, first, "s--", markersize=3, label="at its first step")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("fraction of the training set in use")
+    ax.set_title("curriculum pacing", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def save_png(figure, path) -> Path:
