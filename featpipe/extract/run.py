@@ -90,6 +90,7 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
     _validate_run_options(batch_size=batch_size, workers=workers)
     image_set = source if isinstance(source, ImageSet) else open_source(source)
     index = np.arange(len(image_set), dtype=np.int64)
+    whole_set = image_set
     if shard is not None:
         image_set, index = _shard(image_set, index, shard)
     out = checked_output(out, overwrite=overwrite)
@@ -104,7 +105,7 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
                                  token_pool=spec.token_pool, force=spec.force,
                                  amp=AMP_DTYPES.get(spec.amp),
                                  channels_last=spec.channels_last).to(dev)
-        provenance = build_provenance(backbone, capture, spec, image_set, index, dev)
+        provenance = build_provenance(backbone, capture, spec, whole_set, index, dev)
         resumed = _prepare_partial(partial, provenance, image_set, index, capture.layer_dims,
                                    spec, overwrite)
         started = time.perf_counter()
@@ -138,7 +139,12 @@ def build_provenance(backbone: Backbone, capture: FeatureCapture, spec: Extracti
                      image_set: ImageSet, index: np.ndarray, device: torch.device) -> dict:
     """Everything needed to reproduce (or refuse to mix) these features: the spec's recorded
     settings as resolved (backbone name, layers, image size) plus the derived values
-    (:data:`featpipe.provenance.DERIVED`)."""
+    (:data:`featpipe.provenance.DERIVED`).
+
+    ``image_set`` is the whole input, also for a shard: its fingerprint and size are the whole
+    input's, and ``index`` (the shard's input indices) gives the shard's ``index_range``, so
+    the shards of one extraction agree on everything but their range (what merging checks).
+    """
     import timm
     import torchvision
 

@@ -24,6 +24,7 @@ import numpy as np
 from featpipe.errors import FeatpipeError
 from featpipe.spec import PRESETS
 from featpipe.store.layout import FORMAT_VERSION, OK, PENDING, _read_str
+from featpipe.store.layout import rows_per_chunk as chunk_rows
 
 
 @dataclass
@@ -187,6 +188,7 @@ class FeatureStore:
             if not complete and not allow_partial:
                 raise FeatpipeError(f"{path} is an unfinished extraction; re-run the same "
                                     "'featpipe extract' command to complete it")
+            _check_virtual_sources(f, path)
             failures = list(zip(f["failures/index"][()].tolist(),
                                 _read_str(f["failures/reason"]).tolist()))
             return cls(
@@ -405,6 +407,21 @@ class FeatureStore:
         return int(np.flatnonzero(self.index == input_index)[0])
 
 
+def _check_virtual_sources(f: h5py.File, path: Path) -> None:
+    """Refuse a merged store whose shard files are not where it maps them: HDF5 would read
+    their rows as the fill value (NaN) without a word."""
+    layers = list(f["features"].values())
+    if not layers or not layers[0].is_virtual:
+        return
+    for source in layers[0].virtual_sources():
+        shard = path.parent / source.file_name
+        if not shard.is_file():
+            raise FeatpipeError(
+                f"{path} is a merged store whose shard {source.file_name} is missing (expected "
+                f"at {shard}); keep the shards where they were relative to it, or merge again "
+                "with `copy=True` for a self-contained file")
+
+
 def _read_rows(ds: h5py.Dataset, positions: np.ndarray) -> np.ndarray:
     """Read rows by position: whole contiguous ranges are one read; scattered rows go per chunk."""
     if len(positions) == 0:
@@ -412,7 +429,8 @@ def _read_rows(ds: h5py.Dataset, positions: np.ndarray) -> np.ndarray:
     lo, hi = int(positions[0]), int(positions[-1]) + 1
     if hi - lo == len(positions):
         return ds[lo:hi].astype(np.float32, copy=False)
-    rows_per_chunk = ds.chunks[0] if ds.chunks else hi - lo
+    # a virtual (merged) dataset has no chunks of its own: read ~1 MiB blocks
+    rows_per_chunk = ds.chunks[0] if ds.chunks else chunk_rows(ds.shape[1], ds.dtype.itemsize, ds.shape[0])
     out = np.empty((len(positions), ds.shape[1]), dtype=np.float32)
     chunk_of = positions // rows_per_chunk
     for chunk in np.unique(chunk_of):
