@@ -7,7 +7,8 @@ from featpipe.cli.parsing import parse_color, parse_layers, parse_shard
 
 def add_parser(sub) -> None:
     p = sub.add_parser("extract", help="extract pooled multi-layer features into an HDF5 store")
-    p.add_argument("source", help="class-per-folder directory, CSV manifest, file list or IDX file")
+    p.add_argument("source", help="class-per-folder directory, CSV manifest, file list, IDX "
+                                  "file or .tar shards ('shards-{000..009}.tar')")
     p.add_argument("--out", required=True, help="output .h5 store")
     p.add_argument("--model", default=None, help="backbone (default: efficientnet_lite0)")
     p.add_argument("--weights", default=None, help="local state_dict / safetensors file")

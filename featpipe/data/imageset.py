@@ -31,7 +31,7 @@ class ImageSet:
     root : str or None
         Folder the source lives in, kept for provenance.
     kind : str
-        ``'folder'``, ``'manifest'``, ``'list'``, ``'idx'`` or ``'arrays'``.
+        ``'folder'``, ``'manifest'``, ``'list'``, ``'idx'``, ``'tar'`` or ``'arrays'``.
 
     Examples
     --------

@@ -23,6 +23,7 @@ import torch
 
 from featpipe.data.idx import _IDX_MAGIC, _find_idx_labels, _read_idx_magic, idx_row_items, read_idx
 from featpipe.data.imageset import ImageSet
+from featpipe.data.tarshards import from_tar_shards, is_tar_source
 from featpipe.errors import FeatpipeError
 
 #: File extensions (lower case) that folder sources treat as images.
@@ -41,7 +42,8 @@ def open_source(spec: str | os.PathLike) -> ImageSet:
 
     A folder -> :func:`from_folder`; ``*.csv`` -> :func:`from_manifest`; ``*.txt``, ``*.lst``,
     ``*.list`` -> :func:`from_file_list`; an IDX image file (``*idx3*`` name or IDX magic
-    number, optionally gzipped) -> :func:`from_idx`.
+    number, optionally gzipped) -> :func:`from_idx`; ``*.tar`` (or ``shards-{000..009}.tar``)
+    -> :func:`~featpipe.data.tarshards.from_tar_shards`.
 
     Examples
     --------
@@ -81,6 +83,8 @@ def _split_row_selector(spec: str) -> tuple[Path, slice | None]:
 
 
 def _open_path(path: Path, spec) -> ImageSet:
+    if is_tar_source(str(path)):
+        return from_tar_shards(str(path))
     if not path.exists():
         raise FeatpipeError(
             f"image source '{spec}' does not exist; give an image folder, a .csv manifest, "
