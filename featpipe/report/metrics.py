@@ -51,8 +51,20 @@ def evaluate(estimator, X_test, y_test, class_names: Sequence[str] | None = None
     y_test = np.asarray(y_test)
     start = time.perf_counter()
     y_pred = np.asarray(estimator.predict(X_test))
-    predict_seconds = time.perf_counter() - start
+    return score_predictions(y_test, y_pred, class_names, time.perf_counter() - start)
 
+
+def score_predictions(y_test, y_pred, class_names: Sequence[str] | None = None,
+                      predict_seconds: float = 0.0) -> dict:
+    """The metrics of :func:`evaluate` from labels and predictions already made (e.g. a batch
+    at a time by an out-of-core model).
+
+    Examples
+    --------
+    >>> score_predictions([0, 1, 1], [0, 1, 0], ["a", "b"])["balanced_accuracy"]
+    0.75
+    """
+    y_test, y_pred = np.asarray(y_test), np.asarray(y_pred)
     labels = (
         np.arange(len(class_names))
         if class_names is not None

@@ -258,6 +258,15 @@ class FeatureStore:
                                 f"{self.path.name} does not hold; extract with that preset")
         return list(recorded)
 
+    def layer_slices(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Each layer's (start, stop) columns when ``names`` are concatenated in that order
+        (as :meth:`load` and :meth:`iter_batches` do with resolved names)."""
+        slices, start = {}, 0
+        for name in names:
+            slices[name] = (start, start + self.layers[name])
+            start = slices[name][1]
+        return slices
+
     def select_rows(self, rows: Sequence[int] | None = None, split: str | None = None) -> np.ndarray:
         """Row positions to load: successful rows, optionally restricted by input index or split."""
         selected = self.ok_rows
@@ -294,15 +303,11 @@ class FeatureStore:
         """
         names = self.resolve_layers(layers)
         positions = self.select_rows(rows, split)
-        dims = self.layers
-        X = np.empty((len(positions), sum(dims[n] for n in names)), dtype=np.float32)
-        layer_slices, start = {}, 0
+        layer_slices = self.layer_slices(names)
+        X = np.empty((len(positions), sum(self.layers[n] for n in names)), dtype=np.float32)
         with _open_h5(self.path, "r") as f:
-            for name in names:
-                stop = start + dims[name]
+            for name, (start, stop) in layer_slices.items():
                 X[:, start:stop] = _read_rows(f["features"][name], positions)
-                layer_slices[name] = (start, stop)
-                start = stop
         labels = self.labels[positions]
         return FeatureSet(
             X=X,
@@ -317,6 +322,7 @@ class FeatureStore:
 
     def iter_batches(self, rows: Sequence[int] | None = None, batch_size: int = 4096,
                      layers: str | Sequence[str] | None = None, split: str | None = None,
+                     shuffle: np.random.Generator | None = None,
                      ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Read features a batch of rows at a time, never the whole matrix.
 
@@ -334,12 +340,16 @@ class FeatureStore:
             Layers to read (None: all), concatenated in forward order.
         split : str, optional
             Only rows of this split.
+        shuffle : numpy Generator, optional
+            Yield the batches in a random order and the rows of each batch shuffled (for
+            stochastic training); each batch is still one run of the selected rows, so reads
+            stay local. None: in store order.
 
         Yields
         ------
         positions : ndarray of int64, shape (n,)
-            Row positions in the store, ascending across batches (``store.index[positions]``
-            are the input indices).
+            Row positions in the store, ascending across batches unless shuffled
+            (``store.index[positions]`` are the input indices).
         X : ndarray of shape (n, n_features), float32
             Columns as in ``load(layers).X``.
         y : ndarray of shape (n,), int64, or None when the store has no labels
@@ -368,16 +378,23 @@ class FeatureStore:
         dims = self.layers
         width = sum(dims[name] for name in names)
         labels = self.labels[positions].astype(np.int64) if self.has_labels else None
+        starts = np.arange(0, len(positions), batch_size)
+        if shuffle is not None:
+            starts = shuffle.permutation(starts)
         with _open_h5(self.path, "r") as f:
             datasets = [f["features"][name] for name in names]
-            for start in range(0, len(positions), batch_size):
+            for start in starts:
                 block = positions[start:start + batch_size]
                 X = np.empty((len(block), width), dtype=np.float32)
                 column = 0
                 for ds in datasets:
                     X[:, column:column + ds.shape[1]] = _read_rows(ds, block)
                     column += ds.shape[1]
-                yield block, X, None if labels is None else labels[start:start + batch_size]
+                y = None if labels is None else labels[start:start + batch_size]
+                if shuffle is not None:
+                    order = shuffle.permutation(len(block))
+                    block, X, y = block[order], X[order], None if y is None else y[order]
+                yield block, X, y
 
     def summary(self) -> dict:
         """Everything `featpipe info --json` prints."""
