@@ -2,6 +2,7 @@
 equals one process row for row, also when a worker is killed mid-shard; the distributed search
 finds the local search's best parameters and scores."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,7 +18,9 @@ from featpipe.errors import FeatpipeError
 from featpipe.extract import extract
 from featpipe.scale.cluster import connect, parse_address
 from featpipe.scale.extract import extract_on_dask
-from featpipe.store.reader import FeatureStore
+from featpipe.scale.search import on_dask
+from featpipe.store.reader import FeatureSet, FeatureStore
+from featpipe.workflows.fit import TrainingSpec, fit_features, fit_store
 
 from conftest import write_shapes
 
@@ -73,6 +76,14 @@ def test_sharded_extraction_and_merge_equal_one_process(tmp_path, cluster, sourc
                             n_shards=3, batch_size=8, progress=False, **SETTINGS)
     assert [s.n_computed for s in again.shards] == [0, 0, 0]
     _assert_rows_equal(again.path, whole)
+    # `featpipe fit --dask` on the merged store: the local run's choice
+    spec = TrainingSpec(recipe="fne", cv=3, grid={"clf__C": [0.1, 1]},
+                        cache_dir=str(tmp_path / "cache"))
+    local = fit_store(again.path, spec, out=tmp_path / "l.skops", test_split="0.3")
+    on_cluster = fit_store(again.path, dataclasses.replace(spec, dask=cluster.scheduler_address),
+                           out=tmp_path / "d.skops", test_split="0.3")
+    assert on_cluster.search.best_params == local.search.best_params
+    assert on_cluster.evaluation["accuracy"] == local.evaluation["accuracy"]
 
 
 def _kill_worker_running(client, key_part: str, partial, timeout: float = 60) -> None:
@@ -122,6 +133,26 @@ def test_command_line_dask_extract_on_an_existing_cluster(tmp_path, cluster, sou
     refused = subprocess.run(cmd[:-4] + ["--dask", "local:2", "--shard", "0/2"],
                              capture_output=True, text=True)
     assert refused.returncode == 2 and "drop --shard" in refused.stderr
+
+
+@pytest.mark.parametrize("method", ["fast", "grid", "halving"])
+def test_distributed_search_finds_the_local_best_parameters(cluster, method):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    X = (rng.normal(size=(120, 24)) + 0.6 * np.eye(3, 24)[y] * 3).astype(np.float32)
+    train = FeatureSet(X, y, {"a": (0, 12), "b": (12, 24)}, ["x", "y", "z"],
+                       np.array([f"r{i}" for i in range(120)]), np.arange(120), None, {})
+    spec = TrainingSpec(recipe="l2", cv=3, search=method, grid={"clf__C": [0.01, 0.1, 1, 10]})
+    local = fit_features(train, spec)
+    with on_dask(cluster.scheduler_address, train.X, train.y) as client, \
+            distributed.get_task_stream(client) as tasks:
+        distributed_run = fit_features(train, dataclasses.replace(spec, n_jobs=-1))
+    workers = {task["worker"] for task in tasks.data}
+    assert len(workers) == 2  # the fits ran on both workers, not in this process
+    assert distributed_run.best_params == local.best_params
+    assert distributed_run.best_score == pytest.approx(local.best_score, abs=1e-12)
+    assert [r["mean_test_score"] for r in distributed_run.cv_table] == pytest.approx(
+        [r["mean_test_score"] for r in local.cv_table], abs=1e-12)
 
 
 def test_cluster_addresses():

@@ -69,10 +69,12 @@ def test_budget_sets_the_batch_and_refuses_too_small_a_budget():
 
 def test_streaming_accuracy_is_close_to_the_in_memory_recipe(tmp_path, blobs):
     common = dict(test_split="test", train_split=None)
-    streamed = fit_store(blobs, TrainingSpec(recipe="l2", streaming=True, cache_dir=str(
-        tmp_path / "c")), out=tmp_path / "s.skops", **common)
-    in_memory = fit_store(blobs, TrainingSpec(recipe="l2", streaming=False, cache_dir=str(
-        tmp_path / "c")), out=tmp_path / "m.skops", **common)
+    options = dict(recipe=None, normalize="standard", classifier="linearsvc", cv=3,
+                   grid={"clf__C": [0.001, 0.01, 0.1, 1]}, cache_dir=str(tmp_path / "c"))
+    streamed = fit_store(blobs, TrainingSpec(streaming=True, **options),
+                         out=tmp_path / "s.skops", **common)
+    in_memory = fit_store(blobs, TrainingSpec(streaming=False, **options),
+                          out=tmp_path / "m.skops", **common)
     assert streamed.streamed and not in_memory.streamed
     a, b = streamed.evaluation["accuracy"], in_memory.evaluation["accuracy"]
     assert 0.5 < b < 0.99 and abs(a - b) < 0.03, (a, b)
