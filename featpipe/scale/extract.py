@@ -89,7 +89,9 @@ def extract_on_dask(source: str | os.PathLike | ImageSet, out: str | os.PathLike
     dask : str
         A scheduler address (``tcp://host:8786``) or ``local:N``.
     n_shards : int, optional
-        Shards to cut the input into (default: 2 per worker, at most one per image).
+        Shards to cut the input into (default: 2 per worker, at most one per batch). Shards
+        are cut at multiples of ``batch_size``, so the merged store holds exactly the features
+        one process computes with that batch size.
     batch_size, device
         As for :func:`~featpipe.extract.extract`; ``device="auto"`` pins one GPU per worker.
     decode_workers : int, default 0
@@ -114,7 +116,7 @@ def extract_on_dask(source: str | os.PathLike | ImageSet, out: str | os.PathLike
     folder = _shard_folder(out, overwrite)
     started = time.perf_counter()
     with connect(dask) as client:
-        n = min(n_inputs, n_shards or SHARDS_PER_WORKER * n_workers(client))
+        n = min(-(-n_inputs // batch_size), n_shards or SHARDS_PER_WORKER * n_workers(client))
         paths = [folder / f"shard-{k:03d}-of-{n:03d}.h5" for k in range(n)]
         results = _run_shards(client, source, spec, paths, batch_size=batch_size,
                               device=device, decode_workers=decode_workers,
@@ -173,7 +175,7 @@ def extract_shard(source, path: str, spec: ExtractionSpec, shard: tuple[int, int
                                 n_failed=len(store.failures), n_computed=0, seconds=0.0,
                                 resumed=False)
     return extract(source, path, spec, batch_size=batch_size, workers=decode_workers,
-                   device=worker_device(device), shard=shard, progress=False)
+                   device=worker_device(device), shard=shard, align_shard=True, progress=False)
 
 
 def worker_device(requested: str) -> str:
