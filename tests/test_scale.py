@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from featpipe.errors import FeatpipeError
 from featpipe.extract import extract
@@ -47,8 +48,15 @@ def source(tmp_path_factory):
 
 
 def _whole(folder, source, batch_size):
+    """One-process extraction with one torch thread, as Dask workers run (oneDNN's rounding
+    depends on the batch and on the thread count: equal settings give equal bits)."""
     out = folder / f"whole-{batch_size}.h5"
-    extract(source, out, batch_size=batch_size, workers=0, progress=False, **SETTINGS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        extract(source, out, batch_size=batch_size, workers=0, progress=False, **SETTINGS)
+    finally:
+        torch.set_num_threads(threads)
     return FeatureStore.open(out)
 
 
