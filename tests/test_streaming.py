@@ -120,3 +120,19 @@ def test_a_store_larger_than_the_budget_is_fitted_under_it(tmp_path):
     assert measured["streamed"] and "over the budget of 256 MB" in measured["streamed"]
     assert measured["peak"] < budget, measured
     assert measured["accuracy"] > 0.5
+
+
+def test_command_line_says_when_it_streams(tmp_path, blobs):
+    base = [sys.executable, "-m", "featpipe", "fit", str(blobs), "--out", str(tmp_path / "s.skops"),
+            "--test-split", "test", "--cache-dir", str(tmp_path / "c")]
+    done = subprocess.run(base + ["--streaming", "--max-iter", "2"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert "note: asked for the out-of-core recipe" in done.stderr
+    assert "best CV" in done.stdout and "clf__alpha" in done.stdout
+    refused = subprocess.run(base + ["--streaming", "--stats-from", "all"], capture_output=True,
+                             text=True)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "drop --stats-from or raise --memory-budget" in refused.stderr
+    bad = subprocess.run(base + ["--memory-budget", "lots"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--memory-budget 'lots' is not a size" in bad.stderr

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from featpipe.data.imageset import ImageSet
 from featpipe.data.sources import open_source
-from featpipe.errors import FeatpipeError, UsageError
+from featpipe.errors import UsageError
 from featpipe.extract.run import ExtractionResult, extract
 from featpipe.fileio import checked_output
 from featpipe.scale.cluster import connect, n_workers
@@ -204,5 +204,5 @@ def check_options(*, shard, workers) -> None:
     if shard is not None:
         raise UsageError("`dask` cuts the input into shards itself; drop `shard`")
     if workers not in (None, 0):
-        raise FeatpipeError("`dask` workers decode in their own process (Dask workers are "
-                            "daemonic); drop `workers` or use `decode_workers`")
+        raise UsageError("`dask` workers decode images in their own process (Dask workers "
+                         "are daemonic and cannot start decoding processes); drop `workers`")

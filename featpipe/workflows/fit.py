@@ -289,6 +289,9 @@ def _fit_streaming(store: FeatureStore, layers: list[str], spec: TrainingSpec, *
     if spec.dask:
         raise FeatpipeError("`dask` distributes the in-memory search; the out-of-core recipe "
                             "runs in this process (drop one of them)")
+    if spec.stats_from != "train":
+        raise FeatpipeError("the out-of-core recipe standardizes with its training rows' "
+                            "statistics; drop `stats_from` or raise `memory_budget`")
     search, evaluation = fit_store_streaming(store, layers, spec, **rows)
     described = search.extra["search"]
     return (search, evaluation, store.layer_slices(layers),
