@@ -53,6 +53,7 @@ SCRIPTS = (
     Script("few_shot", "few_shot.md", "3. Few-shot"),
     Script("compare_classifiers", "compare_classifiers.md", "4. Classifiers and reducers"),
     Script("bench_fit", "fit.md", "Classical stage cost (issue 3)", ours=False),
+    Script("bench_scaleout", "scaleout.md", "Scale-out on Dask (issue 13)", ours=False),
     Script("peers", "peers.md", "5. Peers", ours=False, venv=".venv-bench"),
     Script("cost", "cost.md", "6. Cost"),
 )
