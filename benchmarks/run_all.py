@@ -8,8 +8,8 @@
    reason (which package to install) in the log and in ``suite.md``.
 2. Runs each comparison script's ``main(argv)`` in turn: ``bench_extract`` (issue 2),
    ``bench_fit`` (issue 3), ``bench_scaleout`` (issue 13) and ``peers`` (comparison 5; with
-   ``.venv-bench/bin/python`` when that environment exists) when those modules exist, and comparisons 1, 2, 3, 4 and 6. A
-   failing script is reported and the others still run.
+   ``.venv-bench/bin/python`` when that environment exists) when those modules exist, and
+   comparisons 1, 2, 3, 4 and 6. A failing script is reported and the others still run.
 3. Writes ``<out>/suite.md``: what ran, then every script's page (tables and plots). A
    hand-written discussion between the ``<!-- discussion -->`` markers of an existing
    ``suite.md`` is kept.
