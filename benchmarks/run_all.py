@@ -7,9 +7,9 @@
    (``benchmarks.datasets.prepare``); a dataset that cannot be prepared is skipped with the
    reason (which package to install) in the log and in ``suite.md``.
 2. Runs each comparison script's ``main(argv)`` in turn: ``bench_extract`` (issue 2),
-   ``bench_fit`` (issue 3) and ``peers`` (comparison 5; with ``.venv-bench/bin/python`` when
-   that environment exists) when those modules exist, and comparisons 1, 2, 3, 4 and 6. A
-   failing script is reported and the others still run.
+   ``bench_fit`` (issue 3), ``bench_scaleout`` (issue 13) and ``peers`` (comparison 5; with
+   ``.venv-bench/bin/python`` when that environment exists) when those modules exist, and
+   comparisons 1, 2, 3, 4 and 6. A failing script is reported and the others still run.
 3. Writes ``<out>/suite.md``: what ran, then every script's page (tables and plots). A
    hand-written discussion between the ``<!-- discussion -->`` markers of an existing
    ``suite.md`` is kept.
@@ -53,6 +53,7 @@ SCRIPTS = (
     Script("few_shot", "few_shot.md", "3. Few-shot"),
     Script("compare_classifiers", "compare_classifiers.md", "4. Classifiers and reducers"),
     Script("bench_fit", "fit.md", "Classical stage cost (issue 3)", ours=False),
+    Script("bench_scaleout", "scaleout.md", "Scale-out on Dask (issue 13)", ours=False),
     Script("peers", "peers.md", "5. Peers", ours=False, venv=".venv-bench"),
     Script("cost", "cost.md", "6. Cost"),
 )

@@ -18,6 +18,7 @@ FLOORS = [
     {"store"},
     {"extract"},
     {"classical"},
+    {"scale"},
     {"report"},
     {"curriculum"},
     {"finetuning"},

@@ -2,7 +2,6 @@
 weights usable by extract / predict / evaluate, and one-line refusals that write nothing."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

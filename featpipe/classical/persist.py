@@ -27,7 +27,9 @@ Example
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import inspect
+import sys
 import io
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -43,6 +45,33 @@ from featpipe.errors import FeatpipeError
 from featpipe.fileio import atomic_write
 
 MODEL_FORMAT = "featpipe-model/1"
+#: skops lists scikit-learn's estimators at import by walking every sklearn package, which
+#: imports sklearn's torch compatibility shim and so torch itself (~500 MB resident) although
+#: no model needs it; that shim holds no estimator, so it is skipped during that import.
+_SKIPPED_WHILE_IMPORTING_SKOPS = "sklearn.externals.array_api_compat.torch"
+
+
+class _Skip(importlib.abc.MetaPathFinder):
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name:
+            raise ImportError(f"{fullname} skipped while importing skops")
+        return None
+
+
+def skops_io():
+    """``skops.io``, imported without pulling torch in (see above) unless torch is already
+    loaded; the out-of-core fit's memory budget depends on it."""
+    if "skops.io" not in sys.modules and "torch" not in sys.modules:
+        skip = _Skip(_SKIPPED_WHILE_IMPORTING_SKOPS)
+        sys.meta_path.insert(0, skip)
+        try:
+            importlib.import_module("skops.io")
+        finally:
+            sys.meta_path.remove(skip)
+    return importlib.import_module("skops.io")
 
 
 def save_model(path, pipeline: Pipeline, *, provenance: Mapping, training: Mapping) -> Path:
@@ -73,7 +102,7 @@ def save_model(path, pipeline: Pipeline, *, provenance: Mapping, training: Mappi
         raise FeatpipeError(
             "the pipeline is not fitted; fit it (or run a search) before saving"
         ) from None
-    import skops.io as sio
+    sio = skops_io()
 
     payload = {
         "format": MODEL_FORMAT,
@@ -96,7 +125,7 @@ def save_model(path, pipeline: Pipeline, *, provenance: Mapping, training: Mappi
 
 
 def _unserializable_parts(payload: Mapping) -> str:
-    import skops.io as sio
+    sio = skops_io()
 
     parts = []
     pipeline = payload["pipeline"]
@@ -168,7 +197,7 @@ def untrusted_types(path) -> list[str]:
     list of str
         Sorted full type names; empty for a file featpipe would load as is.
     """
-    import skops.io as sio
+    sio = skops_io()
 
     data = _read_archive(path)
     try:
@@ -201,7 +230,7 @@ def load_model(path, *, trusted: bool | Sequence[str] = False) -> tuple[Pipeline
     FeatpipeError
         Missing file, not a model file, or untrusted types (listed in the message).
     """
-    import skops.io as sio
+    sio = skops_io()
 
     path = Path(path)
     unknown = untrusted_types(path)

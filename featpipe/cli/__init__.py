@@ -1,5 +1,6 @@
-"""The `featpipe` command line (backbones, layers, extract, info, recipes, fit, finetune, predict,
-evaluate, curriculum-scores): a thin adapter over the typed Python API, one module per command."""
+"""The `featpipe` command line (backbones, layers, extract, merge, info, recipes, fit, finetune,
+predict, evaluate, curriculum-scores): a thin adapter over the typed Python API, one module per
+command (add_parser, run)."""
 
 # Exit codes: 0 success, 1 a problem with the input or a runtime failure, 2 a usage error.
 # A user mistake is reported as one line on stderr, never as a traceback.
@@ -15,8 +16,8 @@ from typing import Sequence
 from featpipe.errors import FeatpipeError, UsageError
 
 DEBUG_ENV = "FEATPIPE_DEBUG"
-COMMANDS = ("backbones", "layers", "extract", "info", "recipes", "fit", "finetune", "predict",
-            "evaluate", "curriculum-scores")
+COMMANDS = ("backbones", "layers", "extract", "merge", "info", "recipes", "fit", "finetune",
+            "predict", "evaluate", "curriculum-scores")
 # Python parameter -> command-line option, where the two are not spelled alike.
 _OPTION_NAMES = {"trusted": "trust"}
 _OPTION = re.compile(r"`(\w+)(?:=([^`]*))?`")

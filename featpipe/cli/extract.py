@@ -8,7 +8,8 @@ from featpipe.cli.parsing import parse_color, parse_layers, parse_shard
 
 def add_parser(sub) -> None:
     p = sub.add_parser("extract", help="extract pooled multi-layer features into an HDF5 store")
-    p.add_argument("source", help="class-per-folder directory, CSV manifest, file list or IDX file")
+    p.add_argument("source", help="class-per-folder directory, CSV manifest, file list, IDX "
+                                  "file or .tar shards ('shards-{000..009}.tar')")
     p.add_argument("--out", required=True, help="output .h5 store")
     p.add_argument("--model", default=None, help="backbone (default: efficientnet_lite0)")
     p.add_argument("--weights", default=None, help="local state_dict / safetensors file")
@@ -35,6 +36,14 @@ def add_parser(sub) -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compression", default=None, help="lzf | gzip")
     p.add_argument("--shard", default=None, help="K/N: extract the K-th of N slices of the inputs")
+    p.add_argument("--dask", default=None, metavar="ADDRESS|local:N",
+                   help="extract shards on a Dask cluster (scheduler address, or local:N worker "
+                        "processes), then merge them into --out")
+    p.add_argument("--shards", type=int, default=None,
+                   help="with --dask: shards to cut the input into (default: 2 per worker)")
+    p.add_argument("--copy", action="store_true",
+                   help="with --dask: merge into a self-contained file (default: virtual "
+                        "datasets over OUT.shards/)")
     p.add_argument("--force", action="store_true", help="allow --pool none above the size cap")
     add_source_options(p)
     p.add_argument("--overwrite", action="store_true")
@@ -43,6 +52,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    if args.dask:
+        return _run_on_dask(args)
     from featpipe.extract import extract
 
     result = extract(args.source, args.out, spec_from_args(args), batch_size=args.batch_size,
@@ -51,6 +62,20 @@ def run(args) -> int:
                      follow_links=args.follow_links, allow_outside=args.allow_outside)
     resumed = " (resumed)" if result.resumed else ""
     print(f"wrote {result.path}: {result.n_images} images, {result.n_failed} failed{resumed}, "
+          f"{result.images_per_second:.1f} img/s")
+    return 0
+
+
+def _run_on_dask(args) -> int:
+    from featpipe.scale.extract import check_options, extract_on_dask
+
+    check_options(shard=args.shard, workers=args.workers)
+    result = extract_on_dask(args.source, args.out, spec_from_args(args), dask=args.dask,
+                             n_shards=args.shards, batch_size=args.batch_size,
+                             device=args.device, copy=args.copy, overwrite=args.overwrite,
+                             progress=not args.quiet)
+    print(f"wrote {result.path}: {result.n_images} images, {result.n_failed} failed, "
+          f"{len(result.shards)} shards ({result.resumed_shards} resumed), "
           f"{result.images_per_second:.1f} img/s")
     return 0
 

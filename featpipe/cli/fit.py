@@ -41,6 +41,13 @@ def add_parser(sub) -> None:
     p.add_argument("--report", default=None, help="folder for report.json/.md and plots")
     p.add_argument("--max-iter", type=int, default=None,
                    help="the classifier's iteration limit (default: the recipe's)")
+    p.add_argument("--memory-budget", default=None, metavar="SIZE",
+                   help="peak memory, e.g. 2GB: features that would not fit it in memory are "
+                        "learned out of core (streaming SGD over batches of the store)")
+    p.add_argument("--streaming", action="store_true", default=None,
+                   help="always learn out of core (standardize, SGD hinge, alpha by validation)")
+    p.add_argument("--dask", default=None, metavar="ADDRESS|local:N",
+                   help="run the cross-validated search on a Dask cluster (joblib's backend)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -49,6 +56,7 @@ def training_spec(args):
     """The typed :class:`~featpipe.workflows.fit.TrainingSpec` of `featpipe fit`'s flags."""
     from featpipe.cli.parsing import parse_grid_overrides, parse_layers, parse_reduce
     from featpipe.workflows.fit import TrainingSpec
+    from featpipe.workflows.streaming import parse_size
 
     reduce = None  # the recipe's
     if args.reduce is not None:
@@ -59,7 +67,9 @@ def training_spec(args):
         grid=parse_grid_overrides(args.grid), cv=args.cv, scoring=args.scoring,
         n_jobs=args.n_jobs, search="halving" if args.halving else args.search, seed=args.seed,
         cache_dir=args.cache_dir, stats_from=args.stats_from, max_iter=args.max_iter,
-        progress=not args.quiet and sys.stderr.isatty())
+        progress=not args.quiet and sys.stderr.isatty(),
+        memory_budget=None if args.memory_budget is None else parse_size(args.memory_budget),
+        streaming=args.streaming, dask=args.dask)
 
 
 def run(args) -> int:
@@ -70,6 +80,8 @@ def run(args) -> int:
     outcome = fit_store(args.store, spec, out=args.out, test=args.test,
                         test_split=args.test_split, train_split=args.train_split,
                         report_dir=args.report)
+    if outcome.streamed:
+        print(f"note: {as_flags(outcome.streamed)}", file=sys.stderr)
     print(outcome.summary_line())
     note = (outcome.search.extra.get("convergence") or {}).get("note")
     if note:

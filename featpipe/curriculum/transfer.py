@@ -21,7 +21,7 @@ from featpipe.curriculum.scoring import (Scorer, _labels_of, out_of_fold_proba, 
                                          true_class_scores)
 from featpipe.data.imageset import ImageSet
 from featpipe.errors import FeatpipeError
-from featpipe.params import InstanceOf, Interval, validate
+from featpipe.params import InstanceOf, validate
 from featpipe.spec import ExtractionSpec
 from featpipe.store.reader import FeatureSet, FeatureStore
 

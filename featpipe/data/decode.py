@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from featpipe.data.tarshards import TarMember
 from featpipe.spec import DEFAULT_MAX_PIXELS
 from featpipe.spec import WHITE as _WHITE
 
@@ -58,8 +59,8 @@ def load_rgb(item: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
 
     Parameters
     ----------
-    item : str, os.PathLike, bytes, PIL.Image.Image, numpy.ndarray or torch.Tensor
-        A file path, encoded file bytes, or an in-memory image (arrays: HxW or HxWxC with C in
+    item : str, os.PathLike, bytes, TarMember, PIL.Image.Image, numpy.ndarray or torch.Tensor
+        A file path, encoded file bytes, a member of a tar shard, or an in-memory image (arrays: HxW or HxWxC with C in
         1, 3, 4; tensors also CxHxW, which wins when the layout is ambiguous).
     max_pixels : int, default=DEFAULT_MAX_PIXELS
         Refuse images with more than this many pixels (decompression-bomb guard). It
@@ -86,6 +87,8 @@ def load_rgb(item: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
     """
     if isinstance(item, (str, os.PathLike)):
         return _load_path(os.fspath(item), max_pixels, size_hint)
+    if isinstance(item, TarMember):
+        item = _read_member(item)
     if isinstance(item, (bytes, bytearray)):
         if not item:
             raise ImageDecodeError("zero-byte file")
@@ -98,6 +101,13 @@ def load_rgb(item: Any, max_pixels: int = DEFAULT_MAX_PIXELS,
     if isinstance(item, np.ndarray):
         return _array_to_rgb(item, max_pixels)
     raise ImageDecodeError(f"unreadable: unsupported input type {type(item).__name__}")
+
+
+def _read_member(member: TarMember) -> bytes:
+    try:
+        return member.read()
+    except OSError as exc:
+        raise ImageDecodeError(f"unreadable: {exc}") from None
 
 
 def _load_path(path: str, max_pixels: int, size_hint: int | None) -> Image.Image:

@@ -50,7 +50,7 @@ class ImageSet:
     root : str or None
         Folder the source lives in, kept for provenance.
     kind : str
-        ``'folder'``, ``'manifest'``, ``'list'``, ``'idx'`` or ``'arrays'``.
+        ``'folder'``, ``'manifest'``, ``'list'``, ``'idx'``, ``'tar'`` or ``'arrays'``.
     columns : dict of str to list of str, default={}
         A manifest's other columns (e.g. a user's score), as text, one value per input.
 

@@ -25,6 +25,7 @@ import torch
 
 from featpipe.data.idx import _IDX_MAGIC, _find_idx_labels, _read_idx_magic, idx_row_items, read_idx
 from featpipe.data.imageset import ImageSet
+from featpipe.data.tarshards import from_tar_shards, is_tar_source
 from featpipe.errors import FeatpipeError, FeatpipeWarning
 
 #: File extensions (lower case) that folder sources treat as images.
@@ -44,7 +45,8 @@ def open_source(spec: str | os.PathLike, *, follow_links: bool = False,
 
     A folder -> :func:`from_folder` (``follow_links``); ``*.csv`` -> :func:`from_manifest`
     (``allow_outside``); ``*.txt``, ``*.lst``, ``*.list`` -> :func:`from_file_list`; an IDX
-    image file (``*idx3*`` name or IDX magic number, optionally gzipped) -> :func:`from_idx`.
+    image file (``*idx3*`` name or IDX magic number, optionally gzipped) -> :func:`from_idx`;
+    ``*.tar`` (or ``shards-{000..009}.tar``) -> :func:`~featpipe.data.tarshards.from_tar_shards`.
 
     Examples
     --------
@@ -84,6 +86,8 @@ def _split_row_selector(spec: str) -> tuple[Path, slice | None]:
 
 
 def _open_path(path: Path, spec, *, follow_links: bool, allow_outside: bool) -> ImageSet:
+    if is_tar_source(str(path)):
+        return from_tar_shards(str(path))
     if not path.exists():
         raise FeatpipeError(
             f"image source '{spec}' does not exist; give an image folder, a .csv manifest, "

@@ -59,9 +59,9 @@ class ExtractionResult:
 def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
             spec: ExtractionSpec | None = None, *, batch_size: int = 32,
             workers: int | None = None, device: str = "auto",
-            shard: tuple[int, int] | None = None, overwrite: bool = False,
-            progress: bool = True, follow_links: bool = False, allow_outside: bool = False,
-            **settings) -> ExtractionResult:
+            shard: tuple[int, int] | None = None, align_shard: bool = False,
+            overwrite: bool = False, progress: bool = True, follow_links: bool = False,
+            allow_outside: bool = False, **settings) -> ExtractionResult:
     """Extract the features ``spec`` describes for every image of ``source`` into ``out``.
 
     Parameters
@@ -80,6 +80,10 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
         ``auto``/``cpu``/``cuda``/``cuda:N``.
     shard : (k, n), optional
         Extract only the k-th of n contiguous slices of the inputs (rows keep global indices).
+    align_shard : bool, default False
+        Cut the slices at multiples of ``batch_size``: every batch of the shard is then a batch
+        an unsharded run computes, so merged shards hold bit-identical features (batch
+        composition changes some kernels' float rounding).
     overwrite : bool
         Replace an existing store (and discard an unfinished one).
     follow_links, allow_outside : bool
@@ -96,8 +100,9 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
     image_set = source if isinstance(source, ImageSet) else open_source(
         source, follow_links=follow_links, allow_outside=allow_outside)
     index = np.arange(len(image_set), dtype=np.int64)
+    whole_set = image_set
     if shard is not None:
-        image_set, index = _shard(image_set, index, shard)
+        image_set, index = _shard(image_set, index, shard, batch_size if align_shard else 1)
     out = checked_output(out, overwrite=overwrite)
     partial = out.with_name(out.name + ".partial")
     with exclusive_lock(out):
@@ -114,7 +119,7 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
                                  token_pool=spec.token_pool, force=spec.force,
                                  amp=AMP_DTYPES.get(spec.amp),
                                  channels_last=spec.channels_last).to(dev)
-        provenance = build_provenance(backbone, capture, spec, image_set, index, dev)
+        provenance = build_provenance(backbone, capture, spec, whole_set, index, dev)
         resumed = _prepare_partial(partial, provenance, image_set, index, capture.layer_dims,
                                    spec, overwrite)
         started = time.perf_counter()
@@ -134,11 +139,13 @@ def _validate_run_options(*, batch_size, workers) -> None:
         raise UsageError(f"`workers` must be >= 0, got {workers}")
 
 
-def _shard(image_set: ImageSet, index: np.ndarray, shard: tuple[int, int]):
+def _shard(image_set: ImageSet, index: np.ndarray, shard: tuple[int, int], unit: int = 1):
+    """The k-th of n contiguous slices, its boundaries at multiples of ``unit`` rows."""
     k, n = shard
     if not (n >= 1 and 0 <= k < n):
         raise UsageError(f"`shard` must be K/N with 0 <= K < N, got {k}/{n}")
-    lo, hi = len(index) * k // n, len(index) * (k + 1) // n
+    units = -(-len(index) // unit)
+    lo, hi = (min(len(index), unit * (units * j // n)) for j in (k, k + 1))
     if lo == hi:
         raise FeatpipeError(f"shard {k}/{n} of {len(index)} images is empty")
     return image_set.subset(range(lo, hi)), index[lo:hi]
@@ -148,7 +155,12 @@ def build_provenance(backbone: Backbone, capture: FeatureCapture, spec: Extracti
                      image_set: ImageSet, index: np.ndarray, device: torch.device) -> dict:
     """Everything needed to reproduce (or refuse to mix) these features: the spec's recorded
     settings as resolved (backbone name, layers, image size) plus the derived values
-    (:data:`featpipe.provenance.DERIVED`)."""
+    (:data:`featpipe.provenance.DERIVED`).
+
+    ``image_set`` is the whole input, also for a shard: its fingerprint and size are the whole
+    input's, and ``index`` (the shard's input indices) gives the shard's ``index_range``, so
+    the shards of one extraction agree on everything but their range (what merging checks).
+    """
     import timm
     import torchvision
 

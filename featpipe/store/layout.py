@@ -20,6 +20,13 @@ On-disk layout (format version 1), readable with plain h5py or ``h5ls -r``::
 A finished store also holds ``checksums`` (root attribute, JSON): the SHA-256 of each dataset
 :func:`checksummed_names` lists, as :func:`dataset_digest` computes it, verified by
 ``featpipe info --check``.
+A merged store (``featpipe merge``, :mod:`featpipe.store.merge`) has the same layout. Its
+provenance is its shards' with ``index_range`` covering every input and ``merged_from``
+(``{"layout": "virtual" | "copy", "shards": [paths relative to the merged file]}``). In the
+virtual layout each ``/features/<layer>`` is an HDF5 virtual dataset mapping row blocks of the
+shards' ``/features/<layer>`` by those relative paths (HDF5 resolves them against the merged
+file's folder); the other datasets are always copied. Readers refuse a virtual store whose
+shard file is missing rather than read its rows as NaN.
 
 The order of layers is the ``layers`` list inside the provenance (HDF5 groups list their
 members alphabetically, not in forward order).

@@ -25,6 +25,7 @@ import numpy as np
 from featpipe.errors import FeatpipeError
 from featpipe.spec import PRESETS
 from featpipe.store.layout import FORMAT_VERSION, OK, PENDING, _read_str
+from featpipe.store.layout import rows_per_chunk as chunk_rows
 
 
 @dataclass
@@ -213,6 +214,7 @@ class FeatureStore:
             if not complete and not allow_partial:
                 raise FeatpipeError(f"{path} is an unfinished extraction; re-run the same "
                                     "'featpipe extract' command to complete it")
+            _check_virtual_sources(f, path)
             failures = list(zip(f["failures/index"][()].tolist(),
                                 _read_str(f["failures/reason"]).tolist()))
             return cls(
@@ -282,6 +284,15 @@ class FeatureStore:
                                 f"{self.path.name} does not hold; extract with that preset")
         return list(recorded)
 
+    def layer_slices(self, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Each layer's (start, stop) columns when ``names`` are concatenated in that order
+        (as :meth:`load` and :meth:`iter_batches` do with resolved names)."""
+        slices, start = {}, 0
+        for name in names:
+            slices[name] = (start, start + self.layers[name])
+            start = slices[name][1]
+        return slices
+
     def select_rows(self, rows: Sequence[int] | None = None, split: str | None = None) -> np.ndarray:
         """Row positions to load: successful rows, optionally restricted by input index or split."""
         selected = self.ok_rows
@@ -318,15 +329,11 @@ class FeatureStore:
         """
         names = self.resolve_layers(layers)
         positions = self.select_rows(rows, split)
-        dims = self.layers
-        X = np.empty((len(positions), sum(dims[n] for n in names)), dtype=np.float32)
-        layer_slices, start = {}, 0
+        layer_slices = self.layer_slices(names)
+        X = np.empty((len(positions), sum(self.layers[n] for n in names)), dtype=np.float32)
         with reading(self.path) as f:
-            for name in names:
-                stop = start + dims[name]
+            for name, (start, stop) in layer_slices.items():
                 _read_rows(f["features"][name], positions, out=X[:, start:stop])
-                layer_slices[name] = (start, stop)
-                start = stop
         self.refuse_non_finite(X, positions)
         labels = self.labels[positions]
         return FeatureSet(
@@ -342,6 +349,7 @@ class FeatureStore:
 
     def iter_batches(self, rows: Sequence[int] | None = None, batch_size: int = 4096,
                      layers: str | Sequence[str] | None = None, split: str | None = None,
+                     shuffle: np.random.Generator | None = None,
                      ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Read features a batch of rows at a time, never the whole matrix.
 
@@ -359,12 +367,16 @@ class FeatureStore:
             Layers to read (None: all), concatenated in forward order.
         split : str, optional
             Only rows of this split.
+        shuffle : numpy Generator, optional
+            Yield the batches in a random order and the rows of each batch shuffled (for
+            stochastic training); each batch is still one run of the selected rows, so reads
+            stay local. None: in store order.
 
         Yields
         ------
         positions : ndarray of int64, shape (n,)
-            Row positions in the store, ascending across batches (``store.index[positions]``
-            are the input indices).
+            Row positions in the store, ascending across batches unless shuffled
+            (``store.index[positions]`` are the input indices).
         X : ndarray of shape (n, n_features), float32
             Columns as in ``load(layers).X``.
         y : ndarray of shape (n,), int64, or None when the store has no labels
@@ -393,9 +405,12 @@ class FeatureStore:
         dims = self.layers
         width = sum(dims[name] for name in names)
         labels = self.labels[positions].astype(np.int64) if self.has_labels else None
+        starts = np.arange(0, len(positions), batch_size)
+        if shuffle is not None:
+            starts = shuffle.permutation(starts)
         with reading(self.path) as f:
             datasets = [f["features"][name] for name in names]
-            for start in range(0, len(positions), batch_size):
+            for start in starts:
                 block = positions[start:start + batch_size]
                 X = np.empty((len(block), width), dtype=np.float32)
                 column = 0
@@ -403,7 +418,11 @@ class FeatureStore:
                     X[:, column:column + ds.shape[1]] = _read_rows(ds, block)
                     column += ds.shape[1]
                 self.refuse_non_finite(X, block)
-                yield block, X, None if labels is None else labels[start:start + batch_size]
+                y = None if labels is None else labels[start:start + batch_size]
+                if shuffle is not None:
+                    order = shuffle.permutation(len(block))
+                    block, X, y = block[order], X[order], None if y is None else y[order]
+                yield block, X, y
 
     def refuse_non_finite(self, X: np.ndarray, positions: np.ndarray) -> None:
         """Raise one line naming the file and the rows when ``X`` (rows ``positions``) holds
@@ -449,6 +468,21 @@ class FeatureStore:
         return int(np.flatnonzero(self.index == input_index)[0])
 
 
+def _check_virtual_sources(f: h5py.File, path: Path) -> None:
+    """Refuse a merged store whose shard files are not where it maps them: HDF5 would read
+    their rows as the fill value (NaN) without a word."""
+    layers = list(f["features"].values())
+    if not layers or not layers[0].is_virtual:
+        return
+    for source in layers[0].virtual_sources():
+        shard = path.parent / source.file_name
+        if not shard.is_file():
+            raise FeatpipeError(
+                f"{path} is a merged store whose shard {source.file_name} is missing (expected "
+                f"at {shard}); keep the shards where they were relative to it, or merge again "
+                "with `copy=True` for a self-contained file")
+
+
 def _read_rows(ds: h5py.Dataset, positions: np.ndarray, out: np.ndarray | None = None,
                ) -> np.ndarray:
     """Read rows by position into ``out`` (a new float32 array when None), one HDF5 chunk of
@@ -457,7 +491,9 @@ def _read_rows(ds: h5py.Dataset, positions: np.ndarray, out: np.ndarray | None =
         out = np.empty((len(positions), ds.shape[1]), dtype=np.float32)
     if len(positions) == 0:
         return out
-    rows_per_chunk = ds.chunks[0] if ds.chunks else ds.shape[0]
+    # a virtual (merged) dataset has no chunks of its own: read ~1 MiB blocks
+    rows_per_chunk = (ds.chunks[0] if ds.chunks
+                      else chunk_rows(ds.shape[1], ds.dtype.itemsize, ds.shape[0]))
     chunk_of = positions // rows_per_chunk
     for chunk in np.unique(chunk_of):
         mask = chunk_of == chunk

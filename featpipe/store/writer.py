@@ -72,6 +72,31 @@ def write_error(path: Path, exc: BaseException) -> FeatpipeError:
                          "(a failed HDF5 write leaves it inconsistent); fix the cause and re-run")
 
 
+def write_metadata(f: h5py.File, *, ids: Sequence[str], labels: np.ndarray,
+                   class_names: Sequence[str], splits: Sequence[str] | None, index: np.ndarray,
+                   provenance: dict, status: np.ndarray | None = None,
+                   failures: Sequence[tuple[int, str]] = ()) -> None:
+    """Write everything of a store but its features (layout in :mod:`featpipe.store.layout`):
+    the file is left unfinished (``complete`` False); ``status`` defaults to all pending and
+    ``failures`` are (input index, reason) pairs."""
+    f.attrs["featpipe_format"] = FORMAT_VERSION
+    f.attrs["complete"] = False
+    f.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
+    n = len(ids)
+    f.create_dataset("status", data=np.zeros(n, dtype=np.uint8) if status is None else status)
+    f.create_dataset("index", data=np.asarray(index, dtype=np.int64))
+    f.create_dataset("ids", data=list(ids), dtype=STR)
+    f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
+    f.create_dataset("class_names", data=list(class_names), dtype=STR)
+    if splits is not None:
+        f.create_dataset("split", data=list(splits), dtype=STR)
+    group = f.create_group("failures")
+    group.create_dataset("index", data=np.asarray([i for i, _ in failures], dtype=np.int64),
+                         maxshape=(None,), chunks=(1024,))
+    group.create_dataset("reason", data=[r for _, r in failures], shape=(len(failures),),
+                         maxshape=(None,), dtype=STR, chunks=(1024,))
+
+
 class StoreWriter:
     """Creates a store (or reopens an unfinished one) and writes whole batches of rows.
 
@@ -102,9 +127,8 @@ class StoreWriter:
         check_space(path, 0 if compression else n * row_bytes)
         f = h5py.File(path, "w")
         try:
-            f.attrs["featpipe_format"] = FORMAT_VERSION
-            f.attrs["complete"] = False
-            f.attrs["provenance"] = json.dumps(provenance, sort_keys=True)
+            write_metadata(f, ids=ids, labels=labels, class_names=class_names, splits=splits,
+                           index=index, provenance=provenance)
             features = f.create_group("features")
             np_dtype = np.dtype(dtype)
             for name, dim in layer_dims.items():
@@ -112,18 +136,6 @@ class StoreWriter:
                     name, shape=(n, dim), dtype=np_dtype, fillvalue=np.nan,
                     chunks=(rows_per_chunk(dim, np_dtype.itemsize, n), dim),
                     compression=compression)
-            f.create_dataset("status", data=np.zeros(n, dtype=np.uint8))
-            f.create_dataset("index", data=np.asarray(index, dtype=np.int64))
-            f.create_dataset("ids", data=list(ids), dtype=STR)
-            f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
-            f.create_dataset("class_names", data=list(class_names), dtype=STR)
-            if splits is not None:
-                f.create_dataset("split", data=list(splits), dtype=STR)
-            failures = f.create_group("failures")
-            failures.create_dataset("index", shape=(0,), maxshape=(None,), dtype=np.int64,
-                                    chunks=(1024,))
-            failures.create_dataset("reason", shape=(0,), maxshape=(None,), dtype=STR,
-                                    chunks=(1024,))
             f.flush()
         except (OSError, RuntimeError) as exc:  # a failed write: never close (module notes)
             _ABANDONED.append(exc)

@@ -33,7 +33,7 @@ def split_train_test(store: FeatureStore, layers: list[str], *, test=None, test_
         held_out = load_compatible(FeatureStore.open(test), store.provenance, layers)
         train = store.load(layers, split=train_split)
         return train, align_labels(held_out, train.class_names)
-    fraction = _fraction(test_split)
+    fraction = fraction_of(test_split)
     if fraction is not None:
         data = store.load(layers, split=train_split)
         return _stratified_holdout(data, fraction, seed)
@@ -56,7 +56,8 @@ def _deferred(function, *args, **kwargs) -> Callable[[], FeatureSet]:
     return lambda: function(*args, **kwargs)
 
 
-def _fraction(test_split) -> float | None:
+def fraction_of(test_split) -> float | None:
+    """``test_split`` as a fraction to hold out, or None when it names a split."""
     if test_split is None:
         return None
     try:
@@ -69,15 +70,21 @@ def _fraction(test_split) -> float | None:
 
 
 def _stratified_holdout(data: FeatureSet, fraction: float, seed: int):
+    train_pos, test_pos = stratified_positions(data.y, fraction, seed)
+    return data.subset(train_pos), data.subset(test_pos)
+
+
+def stratified_positions(y: np.ndarray, fraction: float, seed: int):
+    """Sorted (kept, held-out) positions of ``y``, holding out ``fraction`` of each class."""
     from sklearn.model_selection import train_test_split
 
-    positions = np.arange(len(data.y))
+    positions = np.arange(len(y))
     try:
-        train_pos, test_pos = train_test_split(positions, test_size=fraction, stratify=data.y,
+        train_pos, test_pos = train_test_split(positions, test_size=fraction, stratify=y,
                                                random_state=seed)
     except ValueError as exc:
         raise FeatpipeError(f"cannot hold out {fraction:g} of the images per class: {exc}") from None
-    return data.subset(np.sort(train_pos)), data.subset(np.sort(test_pos))
+    return np.sort(train_pos), np.sort(test_pos)
 
 
 def load_compatible(store: FeatureStore, expected: dict, layers: Sequence[str],

@@ -29,6 +29,9 @@ TRAINING_CONSTRAINTS = {
     "stats_from": [str],
     "max_iter": [Interval(int, 1, None), None],
     "progress": ["boolean"],
+    "memory_budget": [Interval(int, 1, None), None],
+    "streaming": ["boolean", None],
+    "dask": [str, None],
 }
 
 
@@ -62,6 +65,15 @@ class TrainingSpec:
         The classifier's iteration limit (None: the recipe's).
     progress : bool, default=False
         A progress bar over the candidate fits on stderr.
+    memory_budget : int or None, default=None
+        Peak memory in bytes. When the selected features would not fit it in memory,
+        :func:`fit_store` trains the out-of-core recipe instead
+        (:mod:`featpipe.workflows.streaming`) and says so.
+    streaming : bool or None, default=None
+        True: always the out-of-core recipe; False: never; None: as ``memory_budget`` decides.
+    dask : str or None, default=None
+        Run the cross-validated search on this Dask cluster (a scheduler address or
+        ``local:N``, :mod:`featpipe.scale.search`).
     """
 
     recipe: str | None = "fne"
@@ -80,6 +92,9 @@ class TrainingSpec:
     stats_from: str = "train"
     max_iter: int | None = None
     progress: bool = False
+    memory_budget: int | None = None
+    streaming: bool | None = None
+    dask: str | None = None
 
     def __post_init__(self):
         self.validate()
@@ -129,6 +144,7 @@ class FitOutcome(Scored):
     model_path: Path = None
     report_files: list = field(default_factory=list)
     stats_from: dict = field(default_factory=dict)
+    streamed: str | None = None  # why the out-of-core recipe was used
 
     def summary_line(self) -> str:
         line = (f"wrote {self.model_path}: best CV {self.search.best_score:.4f} with "
@@ -229,17 +245,24 @@ def fit_store(store_path, spec: TrainingSpec, *, out, test=None, test_split=None
     out = checked_output(out)
     store = FeatureStore.open(store_path)
     layers = store.resolve_layers(spec.layers)
-    train, held_out = split_train_test(store, layers, test=test, test_split=test_split,
-                                       train_split=train_split, seed=spec.seed,
-                                       defer_held_out=True)
-    pool, stats_from = statistics_pool(store, spec, train, test=test, held_out=held_out)
-    scored = fit_and_score(train, spec, held_out, statistics_pool=pool)
-    search, evaluation = scored.search, scored.evaluation
-    provenance = model_provenance(store.provenance, train.layer_slices)
+    streamed = _streaming_reason(store, layers, spec)
+    if streamed:
+        search, evaluation, layer_slices, n_train = _fit_streaming(
+            store, layers, spec, test=test, test_split=test_split, train_split=train_split)
+        stats_from = {"source": "train", "transductive": False}
+    else:
+        train, held_out = split_train_test(store, layers, test=test, test_split=test_split,
+                                           train_split=train_split, seed=spec.seed,
+                                           defer_held_out=True)
+        pool, stats_from = statistics_pool(store, spec, train, test=test, held_out=held_out)
+        scored = _fit_and_score_on(spec.dask, train, spec, held_out, statistics_pool=pool)
+        search, evaluation = scored.search, scored.evaluation
+        layer_slices, n_train = train.layer_slices, len(train.y)
+    provenance = model_provenance(store.provenance, layer_slices)
     training = {
         "spec": spec.describe(), "best_params": search.best_params,
-        "best_score": search.best_score, "class_names": train.class_names,
-        "n_train": int(len(train.y)), "store": str(store.path),
+        "best_score": search.best_score, "class_names": list(store.class_names),
+        "n_train": int(n_train), "store": str(store.path),
         "store_fingerprint": store.provenance.get("input_fingerprint"),
         "fit_seconds": search.fit_seconds, "search": search.extra.get("search"),
         "stats_from": stats_from,
@@ -249,6 +272,45 @@ def fit_store(store_path, spec: TrainingSpec, *, out, test=None, test_split=None
     if report_dir is not None:
         report_files = write_report(report_dir, search=search, evaluation=evaluation,
                                     meta={"store": str(store.path), **training})
-    return FitOutcome(search, evaluation, out, report_files, stats_from)
+    return FitOutcome(search, evaluation, out, report_files, stats_from, streamed)
+
+
+def _streaming_reason(store: FeatureStore, layers: list[str], spec: TrainingSpec) -> str | None:
+    from featpipe.workflows.streaming import needs_streaming
+
+    if spec.streaming is False:
+        return None
+    if spec.streaming:
+        return "asked for the out-of-core recipe (streaming SGD)"
+    return needs_streaming(store, layers, spec.memory_budget)
+
+
+def _fit_streaming(store: FeatureStore, layers: list[str], spec: TrainingSpec, **rows):
+    """The out-of-core fit: search, evaluation, the layers' columns and the training rows."""
+    from featpipe.workflows.streaming import fit_store_streaming
+
+    if spec.dask:
+        raise FeatpipeError("`dask` distributes the in-memory search; the out-of-core recipe "
+                            "runs in this process (drop one of them)")
+    if spec.stats_from != "train":
+        raise FeatpipeError("the out-of-core recipe standardizes with its training rows' "
+                            "statistics; drop `stats_from` or raise `memory_budget`")
+    search, evaluation = fit_store_streaming(store, layers, spec, **rows)
+    described = search.extra["search"]
+    return (search, evaluation, store.layer_slices(layers),
+            described["n_train"] + described["n_validation"])
+
+
+def _fit_and_score_on(dask: str | None, train: FeatureSet, spec: TrainingSpec, held_out,
+                      **options) -> Scored:
+    """:func:`fit_and_score`, locally or with the search on a Dask cluster."""
+    if dask is None:
+        return fit_and_score(train, spec, held_out, **options)
+    import dataclasses
+
+    from featpipe.scale.search import on_dask
+
+    with on_dask(dask, train.X, train.y):  # every worker takes tasks: n_jobs -1
+        return fit_and_score(train, dataclasses.replace(spec, n_jobs=-1), held_out, **options)
 
 
