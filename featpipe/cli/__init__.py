@@ -1,6 +1,5 @@
-"""The `featpipe` command line (backbones, layers, extract, merge, info, recipes, fit, finetune,
-predict, evaluate, curriculum-scores): a thin adapter over the typed Python API, one module per
-command (add_parser, run)."""
+"""The `featpipe` command line: a thin adapter over the typed Python API, one module per command
+(add_parser, run); COMMANDS lists them in the order data flows."""
 
 # Exit codes: 0 success, 1 a problem with the input or a runtime failure, 2 a usage error.
 # A user mistake is reported as one line on stderr, never as a traceback.
