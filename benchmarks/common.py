@@ -64,7 +64,7 @@ def ensure_store(dataset: str, args, batch_size: int = 32, resize: str = "crop")
             raise SystemExit(f"{manifest} is missing; run "
                              f"`python -m benchmarks.datasets prepare {dataset}` first")
         out.parent.mkdir(parents=True, exist_ok=True)
-        result = extract(manifest, out, model=args.model, layers=LAYER_PRESET,
+        result = extract(manifest, out, model=args.model, layers=LAYER_PRESET, allow_outside=True,
                          image_size=args.image_size, resize=resize, batch_size=batch_size,
                          progress=False)
         timing = {"n_images": result.n_computed, "seconds": result.seconds,

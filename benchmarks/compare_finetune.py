@@ -78,7 +78,7 @@ def square_pixels(manifest, args):
     from featpipe.finetuning.data import decode_crops
     from featpipe.models import create_backbone
 
-    image_set = open_source(manifest)
+    image_set = open_source(manifest, allow_outside=True)
     prep = create_backbone(args.model, image_size=args.image_size).preprocessing.with_resize("pad")
     crops = decode_crops(image_set, prep, image_set.class_names)
     keep = crops.positions.tolist()

@@ -45,7 +45,7 @@ def extraction_rows(dataset: str, args) -> list[dict]:
     from featpipe.data.sources import open_source
     from featpipe.store.reader import FeatureStore
 
-    images = open_source(args.manifests[dataset])
+    images = open_source(args.manifests[dataset], allow_outside=True)
     images = images.subset(range(min(len(images), _n_extract(args))))
     rows = []
     with tempfile.TemporaryDirectory(prefix="featpipe-cost-") as tmp:

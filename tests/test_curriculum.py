@@ -235,11 +235,11 @@ def test_transfer_scores_from_a_store_of_the_same_images(lite0_store, shapes_fol
 
 @pytest.fixture
 def scored_manifest(tmp_path, shapes_folder):
-    def write(values):
+    def write(values):  # beside the images: a manifest may not read outside its folder
         rows = ["path,label,easiness"] + [
-            f"{shapes_folder}/{shape}/{shape}{i:03d}.png,{shape},{values(i)}"
+            f"{shape}/{shape}{i:03d}.png,{shape},{values(i)}"
             for shape in ("circle", "square") for i in range(3)]
-        path = tmp_path / "scored.csv"
+        path = shapes_folder / f"scored-{tmp_path.name}.csv"
         path.write_text("\n".join(rows) + "\n")
         return path
     return write

@@ -112,7 +112,7 @@ def read_manifest(manifest: Path) -> list[Item]:
     """
     from featpipe.data.sources import from_manifest  # imports torch
 
-    images = from_manifest(manifest)
+    images = from_manifest(manifest, allow_outside=True)  # ours: images live elsewhere
     if images.labels is None or images.splits is None:
         raise FeatpipeError(f"{manifest}: header must be {','.join(MANIFEST_HEADER)}")
     return [Item(Path(path), label, split)

@@ -19,7 +19,8 @@ smallest C, wins), but it
 4. searches long grids coarse-to-fine: every ``coarse_step``-th value first, then the values
    between the best coarse value's neighbours (the linear probe's 45 values cost ~12 fits);
 5. runs the folds of one C in parallel threads (``n_jobs``; liblinear and torch release the
-   GIL, so no data is copied to worker processes), each single-threaded in torch;
+   GIL, so no data is copied to worker processes), each single-threaded in torch (so that
+   the scores do not depend on ``n_jobs``);
 6. fits the folds of the L-BFGS classifiers to a relative gradient tolerance of at most
    :data:`SEARCH_TOL` (``1e-4``); the refit uses the estimator's own ``tol``. On 1,600 x 3,120
    per-layer-L2 Fashion-MNIST features (C from 0.01 to 100, warm-started, one thread) ``1e-4``
@@ -46,7 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import Parallel, delayed
 from scipy.stats import rankdata
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -231,14 +232,14 @@ class _Path:
 
 
 @contextmanager
-def _torch_threads(n: int | None):
-    """Run torch on ``n`` threads inside the block (None, or torch not imported: unchanged).
+def _torch_threads(n: int):
+    """Run torch on ``n`` threads inside the block (torch not imported: nothing to do).
 
     Folds fitted in parallel Python threads share torch's one intra-op pool; single-threaded
     ops keep them from oversubscribing the cores (see :mod:`featpipe.classical.linear`).
     """
     torch = sys.modules.get("torch")
-    if torch is None or n is None:
+    if torch is None:
         yield
         return
     saved = torch.get_num_threads()
@@ -347,7 +348,7 @@ def run_fast_search(
     started = time.perf_counter()
     n_threads = min(len(splits), available_cores()) if n_jobs is None else n_jobs
     with Parallel(n_jobs=n_threads, prefer="threads") as parallel, invalid_grid_values(), \
-            _torch_threads(1 if effective_n_jobs(n_threads) > 1 else None):
+            _torch_threads(1):  # results then do not depend on n_jobs
         # One fold at a time: fitting a preprocessing may copy the fold's rows.
         folds = [_prepare_fold(pipeline, X, y, tr, te, search_tol) for tr, te in splits]
         path = _Path(folds, get_scorer(scoring), parallel, verbose, on_fit)

@@ -155,8 +155,9 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
 
 
 #: What h5py, NumPy and json raise on a damaged file: a bad block (OSError), a missing
-#: dataset or attribute (KeyError), unparsable metadata (ValueError), a wrong type or shape.
-_DAMAGE = (OSError, KeyError, ValueError, TypeError, IndexError)
+#: dataset or attribute (KeyError), unparsable metadata (ValueError), a wrong type or shape,
+#: a broken group's links (RuntimeError: "Link iteration failed").
+_DAMAGE = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError)
 
 
 @contextlib.contextmanager
