@@ -125,9 +125,7 @@ class _Fold:
     solutions: dict = field(default_factory=dict)  # C -> (coef_, intercept_) of warm starters
 
     def rows(self, which: np.ndarray) -> np.ndarray:
-        # liblinear copies anything but float64 to float64 on every fit
-        dtype = np.float64 if isinstance(self.clf, LinearSVC) else np.float32
-        return transform_rows(self.preprocess, self.X, which, dtype)
+        return transform_rows(self.preprocess, self.X, which, _input_dtype(self.clf))
 
     def score(self, C: float, scorer: Callable) -> tuple[float, float]:
         """Fit the classifier at ``C``; return (test score, fit seconds)."""
@@ -140,6 +138,11 @@ class _Fold:
         if _warm_starts(self.clf):
             self.solutions[C] = (self.clf.coef_.copy(), self.clf.intercept_.copy())
         return float(scorer(self.clf, self.rows(self.test), self.y[self.test])), seconds
+
+
+def _input_dtype(clf) -> type:
+    """liblinear copies anything but float64 to float64 on every fit; the rest take float32."""
+    return np.float64 if isinstance(clf, LinearSVC) else np.float32
 
 
 def _warm_starts(clf) -> bool:
@@ -155,8 +158,7 @@ def _refit(pipeline: Pipeline, C: float, X, y, folds: Sequence[_Fold]) -> Pipeli
     rows = np.arange(len(X))
     Xt = X
     if len(best.steps) > 1:
-        Xt = transform_rows(fit_rows(best[:-1], X, y, rows), X, rows,
-                            np.float64 if isinstance(clf, LinearSVC) else np.float32)
+        Xt = transform_rows(fit_rows(best[:-1], X, y, rows), X, rows, _input_dtype(clf))
     starts = [fold.solutions[C] for fold in folds if C in fold.solutions]
     if not starts or len(starts) != len(folds) or not _warm_starts(clf):
         clf.fit(Xt, y)

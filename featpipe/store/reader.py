@@ -495,11 +495,12 @@ def _read_rows(ds: h5py.Dataset, positions: np.ndarray, out: np.ndarray | None =
     # a virtual (merged) dataset has no chunks of its own: read ~1 MiB blocks
     rows_per_chunk = (ds.chunks[0] if ds.chunks
                       else chunk_rows(ds.shape[1], ds.dtype.itemsize, ds.shape[0]))
-    chunk_of = positions // rows_per_chunk
-    for chunk in np.unique(chunk_of):
-        mask = chunk_of == chunk
-        start = int(chunk) * rows_per_chunk
-        block = ds[start:min(start + rows_per_chunk, ds.shape[0])]
-        out[mask] = block[positions[mask] - start]
+    order = np.argsort(positions, kind="stable")  # rows of one chunk become one run
+    ordered = positions[order]
+    _, firsts = np.unique(ordered // rows_per_chunk, return_index=True)
+    for a, b in zip(firsts, [*firsts[1:], len(ordered)]):
+        start = int(ordered[a])
+        block = ds[start:int(ordered[b - 1]) + 1]  # within one chunk: the span asked for
+        out[order[a:b]] = block[ordered[a:b] - start]
     return out
 

@@ -5,6 +5,7 @@ loading only features compatible with a model's provenance.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -43,17 +44,13 @@ def split_train_test(store: FeatureStore, layers: list[str], *, test=None, test_
     if split_name is None:
         return store.load(layers, split=train_split), None
     store.select_rows(split=split_name)  # a missing split fails now, not after the search
-    held_out = _deferred(store.load, layers, split=split_name)
+    held_out = partial(store.load, layers, split=split_name)
     if not defer_held_out:
         held_out = held_out()
     if train_split is not None:
         return store.load(layers, split=train_split), held_out
     others = store.ok_rows[store.splits[store.ok_rows] != split_name]
     return store.load(layers, rows=store.index[others]), held_out  # never the whole store
-
-
-def _deferred(function, *args, **kwargs) -> Callable[[], FeatureSet]:
-    return lambda: function(*args, **kwargs)
 
 
 def fraction_of(test_split) -> float | None:
