@@ -245,6 +245,10 @@ def pivot(summary: list[dict], dataset: str) -> str:
     return "\n".join(lines)
 
 
+def _size_order(size) -> float:
+    return float("inf") if size == ALL else size
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -253,7 +257,7 @@ def summarize(rows: list[dict]) -> list[dict]:
              "mean": float(np.mean([r["accuracy"] for r in group])),
              "std": float(np.std([r["accuracy"] for r in group])),
              "seconds": float(np.mean([r["seconds"] for r in group]))}
-            for key, group in groups.items()]
+            for key, group in sorted(groups.items(), key=lambda kv: _size_order(kv[0][3]))]
 
 
 def plot(summary: list[dict], path) -> None:
@@ -280,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.epochs = min(args.seeds, 1), min(args.epochs, 2)
     out = harness.outputs(args, NAME)
-    rows: list[dict] = _read_rows(out.csv) if args.report_only or args.resume else []
+    resuming = args.report_only or (args.resume and out.csv.exists())
+    rows: list[dict] = _read_rows(out.csv) if resuming else []
     if not args.report_only:  # sizes outermost: a stopped run still covers every dataset
         prepared = [prepare(d, m, args) for d, m in args.manifests.items()]
         for size in _sizes(args.sizes):
