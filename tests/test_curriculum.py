@@ -320,6 +320,31 @@ def test_a_tiny_curriculum_fine_tune_runs_and_logs_its_schedule(shapes_folder, l
     assert (out / "curves.png").stat().st_size > 0
 
 
+def test_a_killed_curriculum_run_resumes_only_with_the_same_curriculum(shapes_folder, tmp_path,
+                                                                       capsys, monkeypatch):
+    import featpipe.finetuning.run as run
+
+    out = tmp_path / "run"
+    curriculum = ["--curriculum", "random", "--pacing", "exponential", "--start", "0.25",
+                  "--inc", "2", "--step-length", "2"]
+
+    def killed(*args, **kwargs):
+        raise SystemExit(137)  # after the last checkpoint, before the summary
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run, "_finish", killed)
+        with pytest.raises(SystemExit):
+            main(["finetune", str(shapes_folder), "--out", str(out), *TINY_RUN, *curriculum])
+    assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
+    capsys.readouterr()
+    other = [*curriculum[:-1], "3"]
+    assert main(["finetune", str(shapes_folder), "--out", str(out), *TINY_RUN, *other]) == 1
+    assert "belongs to a run with other settings (sampler)" in capsys.readouterr().err
+    assert main(["finetune", str(shapes_folder), "--out", str(out), *TINY_RUN,
+                 *curriculum]) == 0, capsys.readouterr().err
+    assert (out / "summary.json").exists()
+
+
 def test_curriculum_options_are_checked_before_training(shapes_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["finetune", str(shapes_folder), "--out", str(out), *TINY_RUN,

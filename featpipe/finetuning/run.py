@@ -48,8 +48,9 @@ class FinetuneOutcome:
 
 def finetune(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
              spec: FinetuneSpec | None = None, *, features=None, overwrite: bool = False,
-             train_sampler=None, device: str = "auto", workers: int | None = None,
-             progress: bool = False, log=None, **settings) -> FinetuneOutcome:
+             train_sampler=None, sampler_settings: dict | None = None, device: str = "auto",
+             workers: int | None = None, progress: bool = False, log=None,
+             **settings) -> FinetuneOutcome:
     """Fine-tune a backbone with a new head on a labelled source; write the run to ``out``.
 
     Parameters
@@ -68,6 +69,9 @@ def finetune(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
         Replace the featpipe files of an existing RUN_DIR.
     train_sampler, device, workers, progress, log
         See :func:`featpipe.finetuning.loop.train`.
+    sampler_settings : dict, optional
+        JSON values that define ``train_sampler`` (e.g. a curriculum's scoring and pacing);
+        recorded with the run's settings, so that a resumed run must use the same sampler.
 
     Examples
     --------
@@ -81,7 +85,7 @@ def finetune(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
     class_names = sorted(set(train_set.labels) | set(val_set.labels))
     run_dir = _prepare_run_dir(Path(out), overwrite)
     settings_record = {"spec": spec.describe(), "data_fingerprint": image_set.fingerprint(),
-                       "class_names": class_names}
+                       "class_names": class_names, "sampler": sampler_settings or {}}
     started = time.perf_counter()
     with exclusive_lock(run_dir), _removed_if_empty_on_error(run_dir):
         result = train(spec, train_set, val_set, class_names=class_names, features=features,

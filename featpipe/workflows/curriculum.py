@@ -18,6 +18,7 @@ Examples
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from dataclasses import dataclass, field
@@ -233,6 +234,11 @@ class CurriculumSpec:
                 "scoring_seed": self.scoring.seed}
 
 
+def _digest(scores) -> str:
+    """A short fingerprint of the scores (a resumed run must train on the same order)."""
+    return hashlib.sha256(np.ascontiguousarray(scores, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+
 def finetune_with_curriculum(source, out, spec: FinetuneSpec, curriculum: CurriculumSpec, *,
                              device: str = "auto", workers: int | None = None, **options):
     """:func:`featpipe.finetuning.run.finetune` through a curriculum.
@@ -241,7 +247,9 @@ def finetune_with_curriculum(source, out, spec: FinetuneSpec, curriculum: Curric
     nor used to score) are scored as ``curriculum.scoring`` says, ordered and paced by a
     :class:`~featpipe.curriculum.sampler.CurriculumPlan`; each epoch's metrics row carries the
     pacing (``pacing_fraction_first``, ``pacing_fraction``, ``prefix_size``). The scores are
-    written to ``RUN_DIR/curriculum_scores.csv`` and the curriculum to the summary.
+    written to ``RUN_DIR/curriculum_scores.csv`` and the curriculum to the summary. A killed
+    run re-scores on resume and continues only if the curriculum and its scores are the same
+    (otherwise one line: the RUN_DIR belongs to a run with other settings).
 
     Parameters
     ----------
@@ -265,8 +273,9 @@ def finetune_with_curriculum(source, out, spec: FinetuneSpec, curriculum: Curric
         train_set, seed=curriculum.scoring.seed)
     plan = CurriculumPlan(np.asarray(scores), curriculum.pacing, spec.batch_size,
                           ordering=curriculum.ordering, balanced=curriculum.balanced)
-    outcome = finetune(images, out, spec, train_sampler=plan, device=device, workers=workers,
-                       **options)
+    outcome = finetune(images, out, spec, train_sampler=plan,
+                       sampler_settings={**curriculum.describe(), "scores": _digest(scores)},
+                       device=device, workers=workers, **options)
     write_scores(outcome.run_dir / SCORES_FILE,
                  ScoreTable(list(train_set.ids), train_set.labels, scores,
                             curriculum.scoring.scoring))
