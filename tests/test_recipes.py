@@ -10,6 +10,7 @@ from sklearn.model_selection import train_test_split
 
 from featpipe.errors import FeatpipeError
 from featpipe.classical.classifiers import CLASSIFIERS, KORNBLITH_C_GRID, make_classifier
+from featpipe.classical.transformers import ClippedUMAP
 from featpipe.classical.recipes import RECIPES, Reduction, build_recipe
 from featpipe.cli.parsing import (
     format_grid,
@@ -104,6 +105,34 @@ def test_umap_knn_recipe(digits):
     pipeline.fit(X_train[:400], y_train[:400])
     assert pipeline.score(X_test[:200], y_test[:200]) > 0.8
     assert pipeline["reduce"].n_components_ == 8
+
+
+@pytest.mark.slow  # numba (UMAP)
+def test_a_fitted_umap_knn_pipeline_saves_and_loads_with_skops(digits, tmp_path):
+    from featpipe.classical.persist import load_model, save_model
+
+    X_train, X_test, y_train, _ = digits
+    pipeline, _ = build_recipe("umap-knn", reduce=Reduction("umap", 8))
+    pipeline.fit(X_train[:300], y_train[:300])
+    save_model(tmp_path / "m.skops", pipeline, provenance={}, training={"recipe": "umap-knn"})
+    loaded, _, _ = load_model(tmp_path / "m.skops")
+    np.testing.assert_array_equal(loaded.predict(X_test[:100]), pipeline.predict(X_test[:100]))
+
+
+@pytest.mark.slow  # numba (UMAP)
+def test_umap_embeds_new_samples_through_umap_learns_membership_graph():
+    import umap
+
+    rng = np.random.default_rng(0)
+    X, new = rng.normal(size=(200, 6)).astype(np.float32), rng.normal(size=(40, 6))
+    ours = ClippedUMAP(n_components=2, n_neighbors=10, random_state=0).fit(X)
+    theirs = umap.UMAP(n_components=2, n_neighbors=10, random_state=0, n_jobs=1).fit(X)
+    np.testing.assert_array_equal(ours.embedding_, theirs.embedding_)
+    theirs.transform_mode = "graph"
+    np.testing.assert_allclose(ours._membership_graph(new.astype(np.float32)).toarray(),
+                               theirs.transform(new).toarray(), atol=1e-5)
+    embedded = ours.transform(new)
+    assert embedded.shape == (40, 2) and np.isfinite(embedded).all()
 
 
 def test_umap_is_clipped_on_tiny_data():

@@ -54,7 +54,9 @@ def make_classifier(name: str, random_state: int | None = 0):
         "logistic": lambda: LogisticRegression(
             C=1.0, solver="lbfgs", max_iter=1000, random_state=random_state
         ),
-        "knn": lambda: KNeighborsClassifier(n_neighbors=5),
+        # brute force: exact, fast on a reducer's few dimensions, and no tree object that
+        # skops would refuse to load
+        "knn": lambda: KNeighborsClassifier(n_neighbors=5, algorithm="brute"),
         "ridge": lambda: RidgeClassifier(alpha=1.0),
         "ridge-probe": lambda: _ridge_probe(random_state),
     }

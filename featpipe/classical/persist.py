@@ -117,7 +117,7 @@ def save_model(path, pipeline: Pipeline, *, provenance: Mapping, training: Mappi
         raise FeatpipeError(
             f"cannot save this model safely with skops: {_unserializable_parts(payload)} "
             f"({' '.join(str(error).split())}); "
-            "use another reducer/classifier (e.g. pca instead of umap)"
+            "use another reducer or classifier for this step"
         ) from None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

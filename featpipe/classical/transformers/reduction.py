@@ -98,9 +98,15 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
 
     ``n_neighbors <= n_samples - 1`` and ``n_components <= n_samples - 2`` (at least 1), so
     small folds do not crash. Output is float32 (UMAP's embedding dtype). NumPy only.
-    UMAP embeds new samples jointly, so a sample's embedding depends on the batch it comes
-    in (fitted pipelines with UMAP cannot be saved with skops either: umap-learn keeps
-    numba functions that skops refuses to serialize).
+
+    New samples are embedded as umap-learn's ``transform`` does it (exact nearest training
+    samples, their fuzzy membership strengths, the weighted mean of their embeddings, then
+    UMAP's layout optimisation with the training embedding held fixed), but from arrays the
+    estimator keeps itself — the training samples and their embedding — instead of the fitted
+    ``umap.UMAP``, whose numba objects skops refuses: a fitted pipeline with UMAP saves and
+    loads like any other (the model is as large as the training features). As in umap-learn,
+    a new sample's embedding depends a little on the batch it comes in (the optimisation's
+    negative samples are drawn along the batch).
 
     Parameters
     ----------
@@ -108,20 +114,24 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
     n_neighbors : int, default=15
     min_dist : float, default=0.1
     metric : str, default="euclidean"
+        Any metric of both umap-learn and :class:`sklearn.neighbors.NearestNeighbors`.
     random_state : int or None, default=None
         An int makes the embedding reproducible (and UMAP single-threaded).
 
     Attributes
     ----------
-    umap_ : umap.UMAP
-        The fitted UMAP.
+    embedding_ : float32 array of shape (n_samples, n_components_)
+        The training samples' embedding.
+    X_fit_ : float32 array of shape (n_samples, n_features_in_)
+        The training samples (new samples are placed among their nearest ones).
 
     Examples
     --------
     >>> import numpy as np
     >>> X = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
-    >>> ClippedUMAP(n_components=2, random_state=0).fit_transform(X).shape
-    (30, 2)
+    >>> umap = ClippedUMAP(n_components=2, random_state=0).fit(X)
+    >>> umap.embedding_.shape, umap.transform(X[:4]).shape
+    ((30, 2), (4, 2))
     """
 
     def __init__(
@@ -145,7 +155,7 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
 
     def fit_transform(self, X, y=None):
         """Fit UMAP and return the training embedding."""
-        return self._fit_embedding(X)
+        return self._fit_embedding(X).copy()
 
     def _fit_embedding(self, X):
         import umap  # slow import (numba); only when UMAP is used
@@ -156,7 +166,7 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
         n_samples = X.shape[0]
         self.n_neighbors_ = max(2, min(self.n_neighbors, n_samples - 1))
         self.n_components_ = max(1, min(self.n_components, n_samples - 2))
-        self.umap_ = umap.UMAP(
+        fitted = umap.UMAP(
             n_components=self.n_components_,
             n_neighbors=self.n_neighbors_,
             min_dist=self.min_dist,
@@ -164,22 +174,47 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
             random_state=self.random_state,
             n_jobs=1 if self.random_state is not None else -1,
         )
-        return np.asarray(self.umap_.fit_transform(X), dtype=np.float32)
+        self.embedding_ = np.asarray(fitted.fit_transform(X), dtype=np.float32)
+        self.X_fit_ = X
+        return self.embedding_
 
     def transform(self, X):
-        """Embed new samples.
+        """Embed new samples into the training embedding (as ``umap.UMAP.transform``).
 
         Returns
         -------
         X_embedded : float32 array of shape (n_samples, n_components_)
         """
-        check_is_fitted(self, "umap_")
+        from umap.umap_ import init_graph_transform
+
+        check_is_fitted(self, "embedding_")
         X = validate_data(self, X, reset=False, dtype=np.float32)
-        return np.asarray(self.umap_.transform(X), dtype=np.float32)
+        if X.shape == self.X_fit_.shape and np.array_equal(X, self.X_fit_):
+            return self.embedding_.copy()  # the training samples themselves, as umap-learn
+        graph = self._membership_graph(X)
+        start = init_graph_transform(graph.tocsr(), self.embedding_)
+        return _optimise_new_points(start, self.embedding_, graph, self.min_dist)
+
+    def _membership_graph(self, X):
+        """Sparse (new sample, training sample) fuzzy membership strengths, as umap-learn's."""
+        from scipy.sparse import coo_matrix
+        from sklearn.neighbors import NearestNeighbors
+        from umap.umap_ import compute_membership_strengths, smooth_knn_dist
+
+        search = NearestNeighbors(n_neighbors=self.n_neighbors_, algorithm="brute",
+                                  metric=self.metric).fit(self.X_fit_)
+        distances, indices = search.kneighbors(X)
+        distances = np.ascontiguousarray(distances, dtype=np.float32)
+        # umap-learn's transform: local connectivity one less than at fit time (the default 1)
+        sigmas, rhos = smooth_knn_dist(distances, float(self.n_neighbors_),
+                                       local_connectivity=0.0)
+        rows, cols, strengths, _ = compute_membership_strengths(
+            indices.astype(np.int32), distances, sigmas, rhos, bipartite=True)
+        return coo_matrix((strengths, (rows, cols)), shape=(len(X), len(self.embedding_)))
 
     def get_feature_names_out(self, input_features=None):
         """Names ``umap0, umap1, ...``."""
-        check_is_fitted(self, "umap_")
+        check_is_fitted(self, "embedding_")
         return np.asarray([f"umap{i}" for i in range(self.n_components_)], dtype=object)
 
     def __sklearn_tags__(self):
@@ -188,3 +223,25 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
         tags.non_deterministic = self.random_state is None
         return tags
 
+
+#: umap-learn's defaults for what the estimator does not expose
+_UMAP_SPREAD, _UMAP_LEARNING_RATE, _UMAP_NEGATIVE_SAMPLE_RATE, _UMAP_TRANSFORM_SEED = 1.0, 1.0, 5, 42
+
+
+def _optimise_new_points(start, embedding, graph, min_dist: float) -> np.ndarray:
+    """umap-learn's layout optimisation of ``start`` against the fixed training embedding."""
+    from umap.layouts import optimize_layout_euclidean
+    from umap.umap_ import find_ab_params, make_epochs_per_sample
+
+    graph = graph.copy()
+    n_epochs = 100 if graph.shape[0] <= 10000 else 30
+    graph.data[graph.data < graph.data.max() / n_epochs] = 0.0
+    graph.eliminate_zeros()
+    a, b = find_ab_params(_UMAP_SPREAD, min_dist)
+    rng_state = np.random.RandomState(_UMAP_TRANSFORM_SEED).randint(
+        np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1, 3).astype(np.int64)
+    moved = optimize_layout_euclidean(
+        np.ascontiguousarray(start), embedding.copy(), graph.row, graph.col, n_epochs,
+        graph.shape[1], make_epochs_per_sample(graph.data, n_epochs), a, b, rng_state,
+        1.0, _UMAP_LEARNING_RATE / 4.0, _UMAP_NEGATIVE_SAMPLE_RATE)
+    return np.asarray(moved, dtype=np.float32)
