@@ -84,12 +84,16 @@ def test_warm_start_along_c_path_equals_cold_start(digits, Estimator):
     np.testing.assert_array_equal(warm.predict(X_test), cold.predict(X_test))
 
 
-def test_max_iter_reported_without_warnings(digits):
+def test_max_iter_is_reported_and_warned_as_scikit_learn_does(digits):
+    from sklearn.exceptions import ConvergenceWarning
+
     X, y, _, _ = digits
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with pytest.warns(ConvergenceWarning, match="max_iter=3"):
         clf = LBFGSLinearSVC(C=10.0, max_iter=3).fit(X, y)
     assert clf.n_iter_ == 3 and not clf.converged_
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a converged fit is silent
+        assert LBFGSLinearSVC(C=0.01, max_iter=1000).fit(X, y).converged_
 
 
 @pytest.mark.parametrize("Estimator", [LBFGSLinearSVC, LBFGSLogisticRegression])

@@ -61,7 +61,7 @@ def test_recipe_structures():
     assert _steps(l2) == ["normalize", "clf"] and l2["normalize"].layer_slices == SLICES
 
     probe, _ = build_recipe("linear-probe")
-    assert probe["clf"].solver == "lbfgs"
+    assert type(probe["clf"]).__name__ == "LBFGSLogisticRegression"  # multinomial, float32
 
     pca_svm, _ = build_recipe("pca-svm")
     assert _steps(pca_svm) == ["reduce", "clf"] and pca_svm["reduce"].n_components == 256
@@ -164,7 +164,7 @@ def test_free_combination_and_layer_selection():
 def test_recipe_options_can_be_overridden():
     pipeline, grid = build_recipe("fne", classifier="logistic", reduce=Reduction("pca", 8))
     assert _steps(pipeline) == ["normalize", "discretize", "reduce", "clf"]
-    assert type(pipeline["clf"]).__name__ == "LogisticRegression"
+    assert type(pipeline["clf"]).__name__ == "LBFGSLogisticRegression"
     assert list(grid) == ["clf__C"] and len(grid["clf__C"]) == 7  # the classifier's grid
     pipeline, _ = build_recipe("fne", normalize="none", discretize=False)
     assert _steps(pipeline) == ["clf"]

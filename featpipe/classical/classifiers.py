@@ -50,10 +50,7 @@ def make_classifier(name: str, random_state: int | None = 0):
         # Discretized / normalized features with many columns need more than 1000 iterations.
         "liblinear": lambda: LinearSVC(C=1.0, max_iter=5000, random_state=random_state),
         "svc": lambda: SVC(kernel="rbf", C=1.0, gamma="scale", random_state=random_state),
-        # lbfgs is multinomial for multi-class targets and supports the array API.
-        "logistic": lambda: LogisticRegression(
-            C=1.0, solver="lbfgs", max_iter=1000, random_state=random_state
-        ),
+        "logistic": lambda: _lbfgs_logistic(random_state),
         # brute force: exact, fast on a reducer's few dimensions, and no tree object that
         # skops would refuse to load
         "knn": lambda: KNeighborsClassifier(n_neighbors=5, algorithm="brute"),
@@ -68,6 +65,12 @@ def _ridge_probe(random_state):
     from featpipe.classical.ridge import RidgeProbeClassifier
 
     return RidgeProbeClassifier(cv=5, random_state=random_state)
+
+
+def _lbfgs_logistic(random_state):
+    from featpipe.classical.linear import LBFGSLogisticRegression
+
+    return LBFGSLogisticRegression(C=1.0, random_state=random_state)
 
 
 def _lbfgs_svc(random_state):

@@ -32,6 +32,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
@@ -227,6 +228,9 @@ class _LBFGSLinearClassifier(ClassifierMixin, BaseEstimator):
                     np.asarray(self.intercept_, np.float32) / objective.scaling)
         grad0 = zero_grad_max(objective, shape, torch.float32, X_t.device)
         n_iter, self.converged_ = minimize(objective, theta, self.max_iter, self.tol, grad0)
+        if not self.converged_:
+            warnings.warn(f"L-BFGS stopped at max_iter={self.max_iter} before reaching "
+                          f"tol={self.tol}; raise max_iter", ConvergenceWarning)
         self._set_solution(theta, objective.scaling, p, n_iter)
         return self
 
@@ -288,7 +292,8 @@ class LBFGSLinearSVC(_LBFGSLinearClassifier):
     fit_intercept : bool, default=True
         Fit a (penalized, as in liblinear) intercept.
     max_iter : int, default=1000
-        Most L-BFGS iterations; reaching it sets ``converged_ = False`` without a warning.
+        Most L-BFGS iterations; reaching it first sets ``converged_ = False`` and warns
+        (``ConvergenceWarning``, as scikit-learn's solvers do).
     tol : float, default=1e-6
         Stop when the largest absolute gradient entry falls below ``tol`` times its value at 0.
         The squared hinge is ill-conditioned at large C: on 2000 x 3120 standardized features,
@@ -350,7 +355,8 @@ class LBFGSLogisticRegression(_LBFGSLinearClassifier):
         Inverse regularization strength.
     fit_intercept : bool, default=True
     max_iter : int, default=1000
-        Most L-BFGS iterations; reaching it sets ``converged_ = False`` without a warning.
+        Most L-BFGS iterations; reaching it first sets ``converged_ = False`` and warns
+        (``ConvergenceWarning``, as scikit-learn's solvers do).
     tol : float, default=1e-5
         Stop when the largest absolute gradient entry falls below ``tol`` times its value at 0.
         On 2000 x 3120 standardized features, tol=1e-4 (and scikit-learn's own default) left
