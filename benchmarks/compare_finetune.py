@@ -212,7 +212,8 @@ def score_size(data: Prepared, size, args, rows: list, out) -> None:
                 data.pixels, chosen, data.test_pos, changes, seed, data.store.path, args)})
             harness.log(f"[{data.dataset}] {size}/class seed {seed} {arm}: "
                         f"{rows[-1]['accuracy']:.3f} ({rows[-1]['seconds']:.0f} s)")
-        harness.write_csv(out.csv, rows, COLUMNS)  # partial results survive a stop
+            harness.write_csv(out.csv, rows, COLUMNS)  # every finished run survives a stop
+        harness.write_csv(out.csv, rows, COLUMNS)
 
 
 def _read_rows(path) -> list[dict]:
