@@ -34,6 +34,7 @@ TOKEN_POOLING = ("cls", "mean")
 DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "lzf", "gzip")
 AMP = (None, "bf16", "fp16")
+DECODE = ("auto", "cpu", "gpu")
 RESIZE = ("crop", "pad", "squash")
 WHITE = (255, 255, 255)
 #: Largest image (width * height) decoded by default. Pillow's own default (~89 Mpixel, error
@@ -91,8 +92,16 @@ class ExtractionSpec:
         Stored dtype.
     compression : {None, "lzf", "gzip"}
     amp : {None, "bf16", "fp16"}
-        Autocast on CUDA.
+        Autocast on the extraction device (CUDA or CPU).
     channels_last : bool
+    decode : {"auto", "cpu", "gpu"}, default "auto"
+        Where JPEGs are decoded and resized: ``gpu`` in batches on the CUDA device
+        (:mod:`featpipe.extract.gpu_decode`; other formats and files it refuses take the CPU
+        path), ``cpu`` in decode workers; ``auto`` is ``gpu`` on a CUDA device, else ``cpu``.
+        The store records the resolved choice (the two resize with torch and Pillow: values
+        agree within about a grey level, not bit for bit).
+    compile : bool, default False
+        ``torch.compile`` the capture (static shapes: the last batch is padded, then trimmed).
     force : bool
         Allow ``pool="none"`` above the per-layer size cap.
     max_pixels : int
@@ -113,6 +122,8 @@ class ExtractionSpec:
     compression: str | None = _setting(None, RESUME, COMPRESSIONS)
     amp: str | None = _setting(None, RECORD, AMP)
     channels_last: bool = _setting(False, RECORD)
+    decode: str = _setting("auto", RECORD, DECODE, absent="cpu")
+    compile: bool = _setting(False, RECORD)
     force: bool = _setting(False, RUN)
     max_pixels: int = _setting(DEFAULT_MAX_PIXELS, RUN)
 

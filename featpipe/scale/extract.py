@@ -199,8 +199,11 @@ def _worker_slot() -> int:
     return zlib.crc32(str(name).encode())
 
 
-def check_options(*, shard, workers) -> None:
+def check_options(*, shard, workers, batch_size=32) -> None:
     """Refuse the single-process options that a Dask run decides itself."""
+    if batch_size == "auto":
+        raise UsageError("`dask` cuts shards at multiples of the batch size; give "
+                         "`batch_size` as a number (e.g. what a single-GPU auto run recorded)")
     if shard is not None:
         raise UsageError("`dask` cuts the input into shards itself; drop `shard`")
     if workers not in (None, 0):
