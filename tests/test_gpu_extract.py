@@ -205,3 +205,20 @@ def test_bf16_autocast_and_channels_last_run_on_cpu(tmp_path, shapes_folder):
         error = np.abs(X - plain).mean() / np.abs(plain).mean()
         assert error < (0.05 if "amp" in options else 1e-5), name
         assert store.provenance["amp"] == options.get("amp")
+
+
+def test_prefetched_batches_keep_order_and_raise_the_producers_error():
+    from featpipe.extract.batches import prefetched
+
+    def failing():
+        yield from range(3)
+        raise ValueError("decoder broke")
+
+    seen = []
+    with pytest.raises(ValueError, match="decoder broke"):
+        for item in prefetched(failing()):
+            seen.append(item)
+    assert seen == [0, 1, 2]
+    stopped_early = prefetched(iter(range(100)), depth=2)
+    assert next(stopped_early) == 0
+    stopped_early.close()  # the producer thread is released, not left blocked

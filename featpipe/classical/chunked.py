@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from featpipe.classical.device import is_tensor
 from featpipe.classical.transformers import FNEDiscretizer, LayerL2Normalizer, LayerSelector
 
 #: Rows per block: 256 x 3,120 float32 features are 3.2 MB, and a step's temporaries (FNE
@@ -56,7 +57,7 @@ def fit_rows(preprocess: Pipeline, X, y, rows: np.ndarray) -> Pipeline:
     [4.0, 5.0]
     """
     rows = np.asarray(rows)
-    if not all(_streams(step) for _, step in preprocess.steps):
+    if is_tensor(X) or not all(_streams(step) for _, step in preprocess.steps):
         return preprocess.fit(X[rows], None if y is None else y[rows])
     for i, (_, step) in enumerate(preprocess.steps):
         if step == "passthrough":
@@ -82,6 +83,9 @@ def transform_rows(preprocess: Pipeline | None, X, rows: np.ndarray,
     [[4.0, 5.0], [0.0, 1.0]]
     """
     rows = np.asarray(rows)
+    if is_tensor(X):  # on a device: the rows at once (blocks would only add kernel launches)
+        block = X[rows]
+        return block if preprocess is None else preprocess.transform(block)
     out = None
     for start, block in zip(range(0, len(rows), CHUNK_ROWS), _blocks(X, rows, preprocess)):
         if out is None:

@@ -8,7 +8,9 @@ DecodedImages`); the uint8 batch is pinned on CUDA and copied without blocking.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -57,10 +59,47 @@ def image_batches(image_set: ImageSet, preprocessing: Preprocessing, batches: li
         dataset = EncodedImages(image_set, preprocessing, max_pixels)
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                             collate_fn=collate_encoded)
-        return (decode_batch(items, preprocessing, device) for items in loader)
+        return prefetched(decode_batch(items, preprocessing, device) for items in loader)
     dataset = DecodedImages(image_set, transform=preprocessing.resize_crop,
                             max_pixels=max_pixels, size_hint=preprocessing.resize_size)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                         collate_fn=collate_decoded, pin_memory=device.type == "cuda")
     return ((positions, None if images is None else images.to(device, non_blocking=True),
              failures) for positions, images, failures in loader)
+
+
+def prefetched(batches: Iterable, depth: int = 2) -> Iterator:
+    """``batches``, produced by a thread ``depth`` ahead: the next batch is decoded and resized
+    on the GPU (Python-bound: a few kernels per image) while this one's forward pass runs.
+
+    Examples
+    --------
+    >>> list(prefetched(iter(range(5))))
+    [0, 1, 2, 3, 4]
+    """
+    done, stop = object(), threading.Event()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+
+    def produce():
+        try:
+            for batch in batches:
+                slots.put((batch, None))
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # re-raised in the consumer
+            slots.put((None, exc))
+        slots.put((done, None))
+
+    threading.Thread(target=produce, daemon=True).start()
+    try:
+        while True:
+            batch, error = slots.get()
+            if error is not None:
+                raise error
+            if batch is done:
+                return
+            yield batch
+    finally:  # the consumer stopped early: let the producer finish its last put and stop
+        stop.set()
+        while not slots.empty():
+            slots.get_nowait()

@@ -62,7 +62,12 @@ def auto_batch_size(capture, image_size: int, device: torch.device, n_images: in
     """The batch size ``batch_size="auto"`` means for ``n_images`` on ``device``."""
     if device.type != "cuda":
         return CPU_BATCH
-    largest = probe_batch_size(capture, image_size, device, limit=min(MAX_PROBE, max(1, n_images)))
+    compiled, capture.compiled = capture.compiled, None  # eager probes: no compile per size
+    try:
+        largest = probe_batch_size(capture, image_size, device,
+                                   limit=min(MAX_PROBE, max(1, n_images)))
+    finally:
+        capture.compiled = compiled
     if largest == 0:
         from featpipe.errors import FeatpipeError
 
