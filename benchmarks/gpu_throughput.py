@@ -16,8 +16,8 @@ at 224 px, in one process:
 
 Targets (issue 15): (b) >= 0.8 x (a); ResNet-50 bf16 end to end >= 10,000 img/s on an
 H100/H200-class GPU; GPU sweep >= 10x the CPU one. The page records the GPU, driver, torch
-version, date and load average. Arms run in order of importance and stop at ``--budget``
-seconds (a skipped arm is listed as such). The JPEGs (500x375, like ImageNet's median) are
+version, date and load average. Steps run in order of importance (:func:`plan`) and stop at
+``--budget`` seconds; a skipped or failing step is listed with why, the others still run. The JPEGs (500x375, like ImageNet's median) are
 generated first into a temporary folder, so they are read from the page cache.
 
 Command line (from the repository root)::
@@ -84,18 +84,20 @@ class EndToEnd:
     layers: str
 
 
-def end_to_end_arms(models) -> list[tuple[str, EndToEnd]]:
-    """The extraction arms, most important first (the budget cuts the tail). ``auto`` decodes
-    on the GPU when there is one (on a CPU the ``gpu`` arms are listed as needing CUDA)."""
-    arms = []
-    for model in models:
-        arms += [(model, EndToEnd("cl-bf16", "gpu", "last")),
-                 (model, EndToEnd("cl-bf16", "cpu", "last")),
-                 (model, EndToEnd("cl-bf16", "auto", "full"))]
-    for model in models:
-        arms += [(model, EndToEnd("eager-fp32", "auto", "last")),
-                 (model, EndToEnd("compile-bf16", "auto", "last"))]
-    return arms
+def plan(models) -> list[tuple]:
+    """The steps, most important first (the time budget cuts the tail): ``("bare", model,
+    forward)``, ``("extract", model, EndToEnd)`` or ``("classical",)``. ``auto`` decodes on the
+    GPU when there is one (on a CPU the ``gpu`` arms are listed as needing CUDA); a compiled
+    extraction follows its compiled bare forward."""
+    steps = [("bare", m, v) for m in models for v in ("eager-fp32", "eager-bf16", "cl-bf16")]
+    steps += [("extract", m, EndToEnd("cl-bf16", decode, layers)) for m in models
+              for decode, layers in (("gpu", "last"), ("cpu", "last"), ("auto", "full"))]
+    steps.append(("classical",))
+    steps += [("extract", m, EndToEnd("eager-fp32", "auto", "last")) for m in models]
+    for m in models:
+        steps += [("bare", m, "compile-bf16"), ("extract", m, EndToEnd("compile-bf16", "auto",
+                                                                       "last"))]
+    return steps
 
 
 def _parse(argv):
@@ -104,8 +106,8 @@ def _parse(argv):
     p.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu (default: cuda)")
     p.add_argument("--budget", type=float, default=540.0,
                    help="seconds after which the remaining arms are skipped (default 540)")
-    p.add_argument("--cpu-sweep-budget", type=float, default=90.0,
-                   help="seconds the CPU logistic sweep may take (default 90)")
+    p.add_argument("--cpu-sweep-budget", type=float, default=60.0,
+                   help="seconds the CPU logistic sweep may take (default 60)")
     p.add_argument("--workers", type=int, default=None,
                    help="decode processes (default: cores - 2, at most 12)")
     return harness.parse_args(p, argv)
@@ -263,39 +265,56 @@ def main(argv=None) -> int:
         workers = 0 if args.quick else min(12, max(0, (os.cpu_count() or 2) - 2))
     env = environment(device)
     harness.log(f"{env['gpu']} driver {env['driver']} torch {env['torch']}; load {env['load_before']}")
-    started, rows = time.perf_counter(), []
-
-    def in_budget() -> bool:
-        return time.perf_counter() - started < args.budget
-
+    started, rows, classical_rows = time.perf_counter(), [], []
     with tempfile.TemporaryDirectory(prefix="featpipe-jpegs-") as tmp:
         folder = make_jpegs(Path(tmp), settings.n_images, settings.jpeg_size)
-        for label, name in settings.models.items():
-            for variant in FORWARDS:
-                value = bare_forward(name, variant, settings, device) if in_budget() else None
-                rows.append({"part": "bare", "model": label, "forward": variant, "img_s": value,
-                             "load": harness.format_load(),
-                             "note": "" if value is not None else "skipped: time budget"})
-                harness.log(f"bare {label} {variant}: {harness.fmt(value, 0)} img/s")
-        bare = {(r["model"], r["forward"]): r["img_s"] for r in rows}
-        for label, arm in end_to_end_arms(settings.models):
-            note = ("needs CUDA" if arm.decode == "gpu" and device.type != "cuda"
-                    else "" if in_budget() else "skipped: time budget")
-            value = (None if note else
-                     end_to_end(settings.models[label], arm, folder, settings, device, workers))
-            reference = bare.get((label, arm.forward))
-            rows.append({"part": "extract", "model": label, "forward": arm.forward,
-                         "decode": "gpu" if arm.decode == "auto" and device.type == "cuda"
-                         else "cpu" if arm.decode == "auto" else arm.decode,
-                         "layers": arm.layers, "img_s": value,
-                         "ratio_to_bare": None if value is None or not reference
-                         else value / reference, "load": harness.format_load(), "note": note})
-            harness.log(f"extract {label} {arm}: {harness.fmt(value, 0)} img/s")
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    classical_rows = classical(settings, device, args.cpu_sweep_budget) if in_budget() else []
+        for step in plan(settings.models):
+            late = time.perf_counter() - started > args.budget
+            if step[0] == "classical":
+                classical_rows = [] if late else classical(settings, device,
+                                                           args.cpu_sweep_budget)
+                continue
+            _, label, what = step
+            name = settings.models[label]
+            if step[0] == "bare":
+                value, note = _attempt(late, bare_forward, name, what, settings, device)
+                rows.append({"part": "bare", "model": label, "forward": what, "img_s": value,
+                             "load": harness.format_load(), "note": note})
+            else:
+                if what.decode == "gpu" and device.type != "cuda":
+                    value, note = None, "needs CUDA"
+                else:
+                    value, note = _attempt(late, end_to_end, name, what, folder, settings,
+                                           device, workers)
+                reference = next((r["img_s"] for r in rows if r["part"] == "bare" and
+                                  r["model"] == label and r["forward"] == what.forward), None)
+                rows.append({"part": "extract", "model": label, "forward": what.forward,
+                             "decode": resolve_decode(what.decode, device), "layers": what.layers,
+                             "img_s": value, "ratio_to_bare": value / reference
+                             if value and reference else None,
+                             "load": harness.format_load(), "note": note})
+            harness.log(f"{step[0]} {label} {what}: {harness.fmt(value, 0)} img/s {note}")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     write_pages(args, env, rows, classical_rows, time.perf_counter() - started)
     return 0
+
+
+def _attempt(late: bool, measure, *args) -> tuple[float | None, str]:
+    """``(measure(*args), "")``, or ``(None, why)``: past the budget, or its error in one line
+    (one failing arm must not cost the rest of a scarce GPU run)."""
+    if late:
+        return None, "skipped: time budget"
+    try:
+        return measure(*args), ""
+    except Exception as exc:  # noqa: BLE001 - recorded on the page
+        return None, f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}" \
+            if str(exc) else f"error: {type(exc).__name__}"
+
+
+def resolve_decode(decode: str, device) -> str:
+    """Where ``decode`` decodes on ``device`` (``auto``: the GPU when there is one)."""
+    return ("gpu" if device.type == "cuda" else "cpu") if decode == "auto" else decode
 
 
 def sweep_speedup(classical_rows: list[dict]) -> float | None:
