@@ -24,7 +24,7 @@ TINY = dict(model="torchvision:resnet18", pretrained=False, image_size=32, layer
 
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory):
-    """JPEGs (RGB, greyscale, CMYK), a PNG, a truncated JPEG and a zero-byte file."""
+    """JPEGs (RGB, greyscale, CMYK, EXIF-rotated), a PNG, a truncated JPEG, a zero-byte file."""
     root = tmp_path_factory.mktemp("mixed")
     rng = np.random.default_rng(0)
     for name in ("a", "b"):
@@ -35,6 +35,9 @@ def mixed_folder(tmp_path_factory):
     Image.fromarray(pixels[4][..., 0]).save(root / "a" / "grey.jpg")
     Image.fromarray(pixels[5]).convert("CMYK").save(root / "b" / "cmyk.jpg")
     Image.fromarray(pixels[0]).save(root / "a" / "photo.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: nvJPEG would not apply it, so the CPU path decodes it
+    Image.fromarray(pixels[2]).save(root / "b" / "rotated.jpg", exif=exif)
     whole = io.BytesIO()
     Image.fromarray(pixels[1]).save(whole, "JPEG")
     (root / "b" / "truncated.jpg").write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
@@ -67,7 +70,7 @@ def test_gpu_decode_without_cuda_gives_exactly_the_cpu_paths_crops(mixed_folder)
     crops, failures, items = _gpu_path(image_set, prep, device_decoder(torch.device("cuda")))
     cpu_crops, cpu_failures = _cpu_path(image_set, prep)
     kinds = {image_set.ids[i]: kind for i, kind, _ in items}
-    assert kinds["a/photo.png"] == kinds["b/cmyk.jpg"] == "crop"  # the CPU path in the worker
+    assert kinds["a/photo.png"] == kinds["b/cmyk.jpg"] == kinds["b/rotated.jpg"] == "crop"
     assert kinds["a/rgb0.jpg"] == kinds["a/grey.jpg"] == kinds["b/truncated.jpg"] == "jpeg"
     assert failures == cpu_failures and len(failures) == 2
     assert crops.keys() == cpu_crops.keys()
@@ -222,3 +225,17 @@ def test_prefetched_batches_keep_order_and_raise_the_producers_error():
     stopped_early = prefetched(iter(range(100)), depth=2)
     assert next(stopped_early) == 0
     stopped_early.close()  # the producer thread is released, not left blocked
+
+
+def test_images_of_one_size_are_resized_together_as_one_by_one():
+    from featpipe.extract.gpu_decode import _resize_by_size
+
+    prep = _preprocessing()
+    rng = np.random.default_rng(1)
+    shapes = [(3, 40, 60), (3, 40, 60), (3, 90, 30), (3, 40, 60), (3, 90, 30), (3, 17, 17)]
+    images = {i: torch.from_numpy(rng.integers(0, 256, s, dtype=np.uint8))
+              for i, s in enumerate(shapes)}
+    together = _resize_by_size(images, prep)
+    assert sorted(together) == list(range(6))
+    for i, image in images.items():
+        assert torch.equal(together[i], prep.resize_crop(image)), i

@@ -103,6 +103,8 @@ def search_on_device(pipeline, grid, X, y, config, device, *, class_names=None):
         result = search(pipeline, grid, X_device, np.asarray(y), config,
                         class_names=class_names)
     result.best_estimator = to_numpy(result.best_estimator)
+    if "device" in result.best_estimator.steps[-1][1].get_params():
+        result.best_estimator.set_params(clf__device="cpu")  # as a model fitted on NumPy
     result.extra["device"] = str(device)
     return result
 

@@ -1,9 +1,10 @@
 """JPEG decoding on the GPU, a batch at a time, with a per-image CPU fallback.
 
-The decode workers only read files (:class:`EncodedImages`): a baseline RGB or greyscale JPEG
-within the pixel limit travels as its encoded bytes; anything else (PNG, CMYK JPEG, a file Pillow
-cannot identify) is decoded and resized there by the CPU path (:func:`~featpipe.data.decode.
-load_rgb` then :meth:`~featpipe.models.preprocessing.Preprocessing.resize_crop`), exactly as
+The decode workers only read files (:class:`EncodedImages`): an upright RGB or greyscale JPEG
+within the pixel limit travels as its encoded bytes; anything else (PNG, CMYK JPEG, a JPEG with
+an EXIF rotation, which nvJPEG does not apply, a file Pillow cannot identify) is decoded and
+resized there by the CPU path (:func:`~featpipe.data.decode.load_rgb` then
+:meth:`~featpipe.models.preprocessing.Preprocessing.resize_crop`), exactly as
 ``decode="cpu"`` does. In the main process :func:`decode_batch` hands the whole batch of bytes
 to ``torchvision.io.decode_jpeg(list, device=...)`` (nvJPEG on CUDA) and resizes each image on
 the device. One bad file fails such a batched call as a whole (torchvision returns no partial
@@ -21,6 +22,7 @@ agree within a grey level or so, not bit for bit (see
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -30,10 +32,13 @@ from PIL import Image
 
 from featpipe.data.decode import ImageDecodeError, load_rgb
 from featpipe.data.imageset import ImageSet
+from featpipe.data.tarshards import TarMember
 from featpipe.models.preprocessing import Preprocessing
 
 #: Pillow modes of JPEGs that the device decoder turns into RGB as Pillow does.
 DEVICE_MODES = ("RGB", "L")
+#: The EXIF orientation tag: nvJPEG does not apply it (torchvision applies it on the CPU only).
+EXIF_ORIENTATION = 0x0112
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
@@ -72,12 +77,12 @@ def _read_bytes(item) -> bytes | None:
     """A file's bytes (None for an in-memory image or an unreadable file: the CPU path says why)."""
     if isinstance(item, (bytes, bytearray)):
         return bytes(item)
-    if hasattr(item, "read") and not isinstance(item, (str, np.ndarray, torch.Tensor)):
+    if isinstance(item, TarMember):
         try:
-            return item.read()  # a tar member
+            return item.read()
         except OSError:
             return None
-    if isinstance(item, str) or hasattr(item, "__fspath__"):
+    if isinstance(item, (str, os.PathLike)):
         try:
             with open(item, "rb") as f:
                 return f.read()
@@ -87,13 +92,15 @@ def _read_bytes(item) -> bytes | None:
 
 
 def _device_decodable(data: bytes, max_pixels: int) -> bool:
-    """A JPEG the device decoder handles like the CPU path: RGB/greyscale, within the limit."""
+    """A JPEG the device decoder handles like the CPU path: RGB/greyscale, upright (no EXIF
+    rotation to apply), within the pixel limit."""
     if not data.startswith(_JPEG_MAGIC):
         return False
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header only
             width, height = image.size
-            return image.mode in DEVICE_MODES and width * height <= max_pixels
+            return (image.mode in DEVICE_MODES and width * height <= max_pixels
+                    and image.getexif().get(EXIF_ORIENTATION, 1) == 1)
     except Exception:  # noqa: BLE001 - the CPU path records why
         return False
 
@@ -153,11 +160,12 @@ def decode_batch(items: Sequence[tuple[int, str, object]], preprocessing: Prepro
     decoder = decoder or device_decoder(device)
     jpegs = [(i, payload) for i, kind, payload in items if kind == "jpeg"]
     decoded = dict(zip((i for i, _ in jpegs), _decode_all(decoder, [p for _, p in jpegs])))
+    resized = _resize_by_size({i: image for i, image in decoded.items() if image is not None},
+                              preprocessing)
     crops, failures = {}, []
     for index, kind, payload in items:
         if kind == "jpeg":
-            image = decoded[index]
-            kind, payload = (("crop", preprocessing.resize_crop(image)) if image is not None
+            kind, payload = (("crop", resized[index]) if index in resized
                              else cpu_crop(payload.numpy().tobytes(), preprocessing,
                                            max_pixels=_NO_LIMIT))  # checked in the worker
         if kind == "failed":
@@ -170,6 +178,19 @@ def decode_batch(items: Sequence[tuple[int, str, object]], preprocessing: Prepro
 
 
 _NO_LIMIT = 2**62
+
+
+def _resize_by_size(images: dict, preprocessing: Preprocessing) -> dict:
+    """``{index: crop}``: images of one size are resized in one call (a few kernels for the
+    group instead of per image: the Python overhead per image bounds GPU decoding)."""
+    groups: dict[tuple, list] = {}
+    for index, image in images.items():
+        groups.setdefault(tuple(image.shape), []).append(index)
+    crops = {}
+    for indices in groups.values():
+        batch = torch.stack([images[i] for i in indices])
+        crops.update(zip(indices, preprocessing.resize_crop(batch)))
+    return crops
 
 
 def _decode_all(decoder: Callable, encoded: list[torch.Tensor]) -> list[torch.Tensor | None]:

@@ -107,6 +107,7 @@ def extract_on_dask(source: str | os.PathLike | ImageSet, out: str | os.PathLike
     >>> extract_on_dask("images/", "f.h5", dask="local:2", layers="last")   # doctest: +SKIP
     """
     spec = (spec or ExtractionSpec()).replace(**settings)
+    check_options(shard=None, workers=None, batch_size=batch_size)
     if n_shards is not None and n_shards < 1:
         raise UsageError(f"`n_shards` must be >= 1, got {n_shards}")
     out = checked_output(out, overwrite=overwrite)
