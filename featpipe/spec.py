@@ -52,10 +52,15 @@ RUN = "run"  # how to run; not recorded
 _SAME = object()
 
 
-def _setting(default, role: str, choices: tuple | None = None, absent=_SAME):
-    """A spec field; ``absent`` is what a file that does not record it means (older files)."""
+def _setting(default, role: str, choices: tuple | None = None, absent=_SAME,
+             rebuilt: bool = True):
+    """A spec field; ``absent`` is what a file that does not record it means (older files);
+    ``rebuilt=False``: a recorded choice of the machine that ran, which
+    :meth:`ExtractionSpec.from_provenance` leaves at its default (a GPU decode is no order to
+    re-extract on a GPU)."""
     return field(default=default, metadata={
-        "role": role, "choices": choices, "absent": default if absent is _SAME else absent})
+        "role": role, "choices": choices, "absent": default if absent is _SAME else absent,
+        "rebuilt": rebuilt})
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,8 @@ class ExtractionSpec:
     compression: str | None = _setting(None, RESUME, COMPRESSIONS)
     amp: str | None = _setting(None, RECORD, AMP)
     channels_last: bool = _setting(False, RECORD)
-    decode: str = _setting("auto", RECORD, DECODE, absent="cpu")
-    compile: bool = _setting(False, RECORD)
+    decode: str = _setting("auto", RECORD, DECODE, absent="cpu", rebuilt=False)
+    compile: bool = _setting(False, RECORD, rebuilt=False)
     force: bool = _setting(False, RUN)
     max_pixels: int = _setting(DEFAULT_MAX_PIXELS, RUN)
 
@@ -178,11 +183,15 @@ class ExtractionSpec:
     @classmethod
     def from_provenance(cls, provenance: Mapping[str, Any]) -> ExtractionSpec:
         """The spec that re-extracts features like those described by ``provenance`` (a store's
-        or a model's). Keys missing from older files take the field's default."""
+        or a model's). Keys missing from older files take the field's default; so do the
+        machine's own choices (``decode``, ``compile``)."""
         values = cls.absent_values()
-        for name in cls.fields_with_role(FEATURE, RESUME, RECORD):
-            if name in provenance and name not in ("weights", "pretrained"):
-                values[name] = provenance[name]
+        for f in dataclasses.fields(cls):
+            if not f.metadata["rebuilt"]:
+                values[f.name] = f.default
+            elif f.name in provenance and f.metadata["role"] != RUN \
+                    and f.name not in ("weights", "pretrained"):
+                values[f.name] = provenance[f.name]
         if "layers" in values:
             values["layers"] = tuple(values["layers"])
         description = provenance.get("weights") or ""
