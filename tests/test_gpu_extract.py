@@ -239,3 +239,18 @@ def test_images_of_one_size_are_resized_together_as_one_by_one():
     assert sorted(together) == list(range(6))
     for i, image in images.items():
         assert torch.equal(together[i], prep.resize_crop(image)), i
+
+
+def test_one_gpu_per_dask_worker(monkeypatch):
+    """Several GPUs: `extract --dask local:N` pins worker slot k to cuda:k mod GPUs."""
+    import featpipe.scale.extract as scale_extract
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    slots = iter([0, 1, 2, 3])
+    monkeypatch.setattr(scale_extract, "_worker_slot", lambda: next(slots))
+    assert [scale_extract.worker_device("auto") for _ in range(4)] == [
+        "cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert scale_extract.worker_device("cuda:1") == "cuda:1"
+    with pytest.raises(UsageError, match="fixed `batch_size`|batch size"):
+        scale_extract.check_options(shard=None, workers=None, batch_size="auto")
