@@ -67,7 +67,7 @@ FULL = Settings(models={"resnet50": "torchvision:resnet50", "lite0": "efficientn
                 forward_seconds=3.0, features=(50_000, 2048, 10), compile_backend="inductor")
 QUICK = Settings(models={"resnet18": "torchvision:resnet18", "lite0": "efficientnet_lite0",
                          "vit_tiny": "timm:vit_tiny_patch16_224"},
-                  image_size=32, n_images=16, jpeg_size=(64, 48), batch_size=8,
+                 image_size=32, n_images=16, jpeg_size=(64, 48), batch_size=8,
                  forward_seconds=0.1, features=(600, 64, 4), compile_backend="aot_eager")
 
 #: (a) bare forward variants: name -> (amp, channels_last, compile).
@@ -263,11 +263,14 @@ def main(argv=None) -> int:
     workers = args.workers
     if workers is None:
         workers = 0 if args.quick else min(12, max(0, (os.cpu_count() or 2) - 2))
-    env = environment(device)
-    harness.log(f"{env['gpu']} driver {env['driver']} torch {env['torch']}; load {env['load_before']}")
     started, rows, classical_rows = time.perf_counter(), [], []
     with tempfile.TemporaryDirectory(prefix="featpipe-jpegs-") as tmp:
+        # the JPEG writers fork before CUDA is initialised (environment() initialises it)
         folder = make_jpegs(Path(tmp), settings.n_images, settings.jpeg_size)
+        env = environment(device)
+        harness.log(f"{env['gpu']} driver {env['driver']} torch {env['torch']}; "
+                    f"load {env['load_before']}; JPEGs ready after "
+                    f"{time.perf_counter() - started:.0f} s")
         for step in plan(settings.models):
             late = time.perf_counter() - started > args.budget
             if step[0] == "classical":
@@ -296,7 +299,8 @@ def main(argv=None) -> int:
             harness.log(f"{step[0]} {label} {what}: {harness.fmt(value, 0)} img/s {note}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    write_pages(args, env, rows, classical_rows, time.perf_counter() - started)
+    write_pages(args, env, rows, classical_rows, time.perf_counter() - started, settings,
+                workers)
     return 0
 
 
@@ -346,7 +350,7 @@ def verdicts(rows: list[dict], classical_rows: list[dict], quick: bool) -> list[
 
 
 def write_pages(args, env: dict, rows: list[dict], classical_rows: list[dict],
-                seconds: float) -> None:
+                seconds: float, settings: Settings, workers: int) -> None:
     files = harness.outputs(args, "gpu_throughput")
     harness.write_csv(files.csv, [*rows, *({k: v for k, v in r.items() if k != "times"}
                                            for r in classical_rows)])
@@ -357,7 +361,10 @@ def write_pages(args, env: dict, rows: list[dict], classical_rows: list[dict],
               f"{env['cpu']}",
               f"- torch {env['torch']}, torchvision {env['torchvision']}; date {env['date']}; "
               f"featpipe commit `{env['commit']}`; load before {env['load_before']}; "
-              f"{seconds:.0f} s in all"]
+              f"{seconds:.0f} s in all",
+              f"- Batch {settings.batch_size}, {settings.n_images} JPEGs of "
+              f"{settings.jpeg_size[0]}x{settings.jpeg_size[1]} (page cache), {workers} decode "
+              f"workers, random weights, {settings.image_size} px"]
     sections = ["## Targets\n\n" + "\n".join(verdicts(rows, classical_rows, args.quick)),
                 "## Bare forward on ready tensors\n\n" + harness.markdown_table(
                     [r for r in rows if r["part"] == "bare"],
@@ -366,8 +373,8 @@ def write_pages(args, env: dict, rows: list[dict], classical_rows: list[dict],
                     [r for r in rows if r["part"] == "extract"],
                     ["model", "forward", "decode", "layers", "img_s", "ratio_to_bare", "load",
                      "note"]),
-                "## Classical stage (features %d x %d, %d classes)\n\n" % (
-                    QUICK.features if args.quick else FULL.features) + harness.markdown_table(
+                "## Classical stage (features %d x %d, %d classes)\n\n" % settings.features
+                + harness.markdown_table(
                     classical_rows, ["part", "where", "values", "seconds"])]
     harness.write_page(files.md, "GPU throughput (issue 15)", header, sections)
     harness.log(f"wrote {files.md}")

@@ -113,7 +113,7 @@ def test_device_cuda_without_cuda_is_one_line(lite0_store, tmp_path, capsys):
     assert code != 0 and len(err) == 1 and "no CUDA GPU is available" in err[0]
     assert main(["fit", str(lite0_store), "--out", str(tmp_path / "m.skops"),
                  "--device", "gpu"]) != 0
-    assert "unknown device 'gpu'" in capsys.readouterr().err
+    assert "--device must be cpu, auto, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
     with pytest.raises(FeatpipeError, match="`device` applies to the in-memory search"):
         fit_store(lite0_store, TrainingSpec(recipe="fne", layers=["bn2"], streaming=True,
                                             device="cuda"), out=tmp_path / "s.skops")

@@ -11,7 +11,7 @@ from featpipe.classical.recipes import RECIPE_CONSTRAINTS, Reduction
 from featpipe.classical.search import SEARCH_CONSTRAINTS, SearchConfig, SearchResult
 from featpipe.errors import FeatpipeError
 from featpipe.fileio import checked_output
-from featpipe.params import InstanceOf, Interval, SequenceOf, validate
+from featpipe.params import InstanceOf, Interval, Pattern, SequenceOf, validate
 from featpipe.provenance import model_provenance
 from featpipe.store.reader import FeatureSet, FeatureStore
 from featpipe.workflows.data import load_compatible, split_train_test
@@ -32,7 +32,7 @@ TRAINING_CONSTRAINTS = {
     "memory_budget": [Interval(int, 1, None), None],
     "streaming": ["boolean", None],
     "dask": [str, None],
-    "device": [str],
+    "device": [Pattern(r"cpu|auto|cuda(:[0-9]+)?", "cpu, auto, cuda or cuda:N")],
 }
 
 
