@@ -14,7 +14,8 @@ from featpipe.data.sources import open_source
 from featpipe.errors import FeatpipeError, UsageError
 from featpipe.extract import extract
 from featpipe.extract.batchsize import CPU_BATCH, probe_batch_size
-from featpipe.extract.gpu_decode import EncodedImages, decode_batch, device_decoder
+from featpipe.extract.gpu_decode import (EncodedImages, collate_encoded, decode_batch,
+                                         device_decoder)
 from featpipe.models import create_backbone
 from featpipe.models.capture import FeatureCapture
 from featpipe.store import FeatureStore
@@ -59,7 +60,8 @@ def _cpu_path(image_set, prep):
 
 def _gpu_path(image_set, prep, decoder):
     items = [EncodedImages(image_set, prep, max_pixels=10**8)[i] for i in range(len(image_set))]
-    positions, crops, failures = decode_batch(items, prep, torch.device("cpu"), decoder)
+    positions, crops, failures = decode_batch(collate_encoded(items), prep, torch.device("cpu"),
+                                              decoder)
     return dict(zip(positions.tolist(), crops)), dict(failures), items
 
 
@@ -103,8 +105,9 @@ def test_extract_through_the_gpu_decode_path(tmp_path, mixed_folder, monkeypatch
     cpu = FeatureStore.open(extract(mixed_folder, tmp_path / "cpu.h5", progress=False,
                                     batch_size=4, **TINY).path)
     monkeypatch.setattr(run_module, "resolve_decode", lambda decode, dev: "gpu")
+    # one decode worker: the packed JPEG bytes cross from another process
     gpu = FeatureStore.open(extract(mixed_folder, tmp_path / "gpu.h5", progress=False,
-                                    batch_size=4, **TINY).path)
+                                    batch_size=4, workers=1, **TINY).path)
     assert gpu.provenance["decode"] == "gpu" and cpu.provenance["decode"] == "cpu"
     assert dict(gpu.failures) == dict(cpu.failures) and len(gpu.failures) == 2
     np.testing.assert_array_equal(gpu.ok_rows, cpu.ok_rows)

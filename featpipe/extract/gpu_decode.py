@@ -117,9 +117,27 @@ def cpu_crop(item, preprocessing: Preprocessing, max_pixels: int) -> tuple[str, 
         return "failed", f"transform failed: {type(exc).__name__}: {exc}"
 
 
-def collate_encoded(batch: Sequence[tuple[int, str, object]]) -> list[tuple[int, str, object]]:
-    """Keep a batch of :class:`EncodedImages` items as a list (the bytes differ in length)."""
-    return list(batch)
+def collate_encoded(batch: Sequence[tuple[int, str, object]]):
+    """A batch of :class:`EncodedImages` items as ``(items, packed)``: the JPEGs' bytes are
+    concatenated into one uint8 tensor (one transfer from a decode worker instead of one per
+    image) and each JPEG's payload becomes its ``(offset, length)`` in it.
+
+    Examples
+    --------
+    >>> items, packed = collate_encoded([(0, "jpeg", torch.tensor([1, 2], dtype=torch.uint8)),
+    ...                                  (1, "failed", "zero-byte file"),
+    ...                                  (2, "jpeg", torch.tensor([3], dtype=torch.uint8))])
+    >>> items, packed.tolist()
+    ([(0, 'jpeg', (0, 2)), (1, 'failed', 'zero-byte file'), (2, 'jpeg', (2, 1))], [1, 2, 3])
+    """
+    jpegs = [payload for _, kind, payload in batch if kind == "jpeg"]
+    packed = torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8)
+    items, offset = [], 0
+    for index, kind, payload in batch:
+        if kind == "jpeg":
+            payload, offset = (offset, len(payload)), offset + len(payload)
+        items.append((index, kind, payload))
+    return items, packed
 
 
 def device_decoder(device: torch.device) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
@@ -135,14 +153,14 @@ def device_decoder(device: torch.device) -> Callable[[list[torch.Tensor]], list[
     return decode
 
 
-def decode_batch(items: Sequence[tuple[int, str, object]], preprocessing: Preprocessing,
-                 device: torch.device, decoder: Callable | None = None):
+def decode_batch(batch, preprocessing: Preprocessing, device: torch.device,
+                 decoder: Callable | None = None):
     """Decode and resize one batch on ``device``; failures never stop the batch.
 
     Parameters
     ----------
-    items : list of (input_index, kind, payload)
-        From :class:`EncodedImages`.
+    batch : (items, packed)
+        :class:`EncodedImages` items collated by :func:`collate_encoded`.
     preprocessing : Preprocessing
     device : torch.device
         Where the crops are made and returned.
@@ -158,7 +176,10 @@ def decode_batch(items: Sequence[tuple[int, str, object]], preprocessing: Prepro
     failures : list of (int, str)
     """
     decoder = decoder or device_decoder(device)
-    jpegs = [(i, payload) for i, kind, payload in items if kind == "jpeg"]
+    items, packed = batch
+    jpegs = [(i, packed[start:start + length]) for i, kind, (start, length) in
+             (item for item in items if item[1] == "jpeg")]
+    encoded = dict(jpegs)
     decoded = dict(zip((i for i, _ in jpegs), _decode_all(decoder, [p for _, p in jpegs])))
     resized = _resize_by_size({i: image for i, image in decoded.items() if image is not None},
                               preprocessing)
@@ -166,7 +187,7 @@ def decode_batch(items: Sequence[tuple[int, str, object]], preprocessing: Prepro
     for index, kind, payload in items:
         if kind == "jpeg":
             kind, payload = (("crop", resized[index]) if index in resized
-                             else cpu_crop(payload.numpy().tobytes(), preprocessing,
+                             else cpu_crop(encoded[index].numpy().tobytes(), preprocessing,
                                            max_pixels=_NO_LIMIT))  # checked in the worker
         if kind == "failed":
             failures.append((index, payload))
