@@ -103,7 +103,10 @@ def test_array_api_switch_too_late_is_one_line(monkeypatch):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the refusal without CUDA")
-def test_device_cuda_without_cuda_is_one_line(lite0_store, tmp_path, capsys):
+def test_device_cuda_without_cuda_is_one_line(lite0_store, tmp_path, capsys, monkeypatch):
+    # the CLI sets SCIPY_ARRAY_API for --device; monkeypatch removes it after this test (set
+    # in this process it would switch scikit-learn's array-API estimator checks on)
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
     with pytest.raises(FeatpipeError, match="no CUDA GPU is available"):
         fit_store(lite0_store, TrainingSpec(recipe="fne", layers=["bn2"], cv=3,
                                             device="cuda"), out=tmp_path / "m.skops")

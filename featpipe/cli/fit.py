@@ -77,8 +77,8 @@ def training_spec(args):
 
 
 def run(args) -> int:
-    if args.device != "cpu":  # before scipy/scikit-learn are imported (featpipe.classical.device)
-        os.environ.setdefault("SCIPY_ARRAY_API", "1")
+    if args.device != "cpu" and "scipy" not in sys.modules:  # read when scipy is imported
+        os.environ.setdefault("SCIPY_ARRAY_API", "1")  # (featpipe.classical.device)
     from featpipe.cli import as_flags
     from featpipe.workflows.fit import fit_store
 
