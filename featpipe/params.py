@@ -33,7 +33,7 @@ import numpy as np
 from featpipe.errors import FeatpipeError
 
 __all__ = ["Constraint", "HasMethods", "InstanceOf", "Interval", "InvalidParameterError",
-           "Options", "SequenceOf", "describe", "validate"]
+           "Options", "Pattern", "SequenceOf", "describe", "validate"]
 
 
 class InvalidParameterError(FeatpipeError):
@@ -126,6 +126,29 @@ class Options(Constraint):
         if len(self.values) == 1:
             return _show(self.values[0])
         return "one of " + ", ".join(_show(option) for option in self.values)
+
+
+class Pattern(Constraint):
+    """A string matching the regular expression ``regex`` entirely, described as
+    ``description``.
+
+    Examples
+    --------
+    >>> device = Pattern(r"cpu|auto|cuda(:[0-9]+)?", "cpu, auto, cuda or cuda:N")
+    >>> device.satisfied_by("cuda:1"), device.satisfied_by("gpu"), str(device)
+    (True, False, 'cpu, auto, cuda or cuda:N')
+    """
+
+    def __init__(self, regex: str, description: str):
+        import re
+
+        self.regex, self.description = re.compile(regex), description
+
+    def satisfied_by(self, value) -> bool:
+        return isinstance(value, str) and self.regex.fullmatch(value) is not None
+
+    def __str__(self) -> str:
+        return self.description
 
 
 class InstanceOf(Constraint):

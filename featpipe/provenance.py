@@ -29,6 +29,7 @@ DERIVED = {
     "n_inputs": RECORD,
     "source": RECORD,
     "device": RECORD,
+    "batch_size": RECORD,  # images per forward pass (the one chosen for batch_size="auto")
     "featpipe_version": RECORD,
     "torch_version": RECORD,
     "torchvision_version": RECORD,

@@ -34,6 +34,7 @@ TOKEN_POOLING = ("cls", "mean")
 DTYPES = ("float32", "float16")
 COMPRESSIONS = (None, "lzf", "gzip")
 AMP = (None, "bf16", "fp16")
+DECODE = ("auto", "cpu", "gpu")
 RESIZE = ("crop", "pad", "squash")
 WHITE = (255, 255, 255)
 #: Largest image (width * height) decoded by default. Pillow's own default (~89 Mpixel, error
@@ -51,10 +52,15 @@ RUN = "run"  # how to run; not recorded
 _SAME = object()
 
 
-def _setting(default, role: str, choices: tuple | None = None, absent=_SAME):
-    """A spec field; ``absent`` is what a file that does not record it means (older files)."""
+def _setting(default, role: str, choices: tuple | None = None, absent=_SAME,
+             rebuilt: bool = True):
+    """A spec field; ``absent`` is what a file that does not record it means (older files);
+    ``rebuilt=False``: a recorded choice of the machine that ran, which
+    :meth:`ExtractionSpec.from_provenance` leaves at its default (a GPU decode is no order to
+    re-extract on a GPU)."""
     return field(default=default, metadata={
-        "role": role, "choices": choices, "absent": default if absent is _SAME else absent})
+        "role": role, "choices": choices, "absent": default if absent is _SAME else absent,
+        "rebuilt": rebuilt})
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,16 @@ class ExtractionSpec:
         Stored dtype.
     compression : {None, "lzf", "gzip"}
     amp : {None, "bf16", "fp16"}
-        Autocast on CUDA.
+        Autocast on the extraction device (CUDA or CPU).
     channels_last : bool
+    decode : {"auto", "cpu", "gpu"}, default "auto"
+        Where JPEGs are decoded and resized: ``gpu`` in batches on the CUDA device
+        (:mod:`featpipe.extract.gpu_decode`; other formats and files it refuses take the CPU
+        path), ``cpu`` in decode workers; ``auto`` is ``gpu`` on a CUDA device, else ``cpu``.
+        The store records the resolved choice (the two resize with torch and Pillow: values
+        agree within about a grey level, not bit for bit).
+    compile : bool, default False
+        ``torch.compile`` the capture (static shapes: the last batch is padded, then trimmed).
     force : bool
         Allow ``pool="none"`` above the per-layer size cap.
     max_pixels : int
@@ -113,6 +127,8 @@ class ExtractionSpec:
     compression: str | None = _setting(None, RESUME, COMPRESSIONS)
     amp: str | None = _setting(None, RECORD, AMP)
     channels_last: bool = _setting(False, RECORD)
+    decode: str = _setting("auto", RECORD, DECODE, absent="cpu", rebuilt=False)
+    compile: bool = _setting(False, RECORD, rebuilt=False)
     force: bool = _setting(False, RUN)
     max_pixels: int = _setting(DEFAULT_MAX_PIXELS, RUN)
 
@@ -167,11 +183,15 @@ class ExtractionSpec:
     @classmethod
     def from_provenance(cls, provenance: Mapping[str, Any]) -> ExtractionSpec:
         """The spec that re-extracts features like those described by ``provenance`` (a store's
-        or a model's). Keys missing from older files take the field's default."""
+        or a model's). Keys missing from older files take the field's default; so do the
+        machine's own choices (``decode``, ``compile``)."""
         values = cls.absent_values()
-        for name in cls.fields_with_role(FEATURE, RESUME, RECORD):
-            if name in provenance and name not in ("weights", "pretrained"):
-                values[name] = provenance[name]
+        for f in dataclasses.fields(cls):
+            if not f.metadata["rebuilt"]:
+                values[f.name] = f.default
+            elif f.name in provenance and f.metadata["role"] != RUN \
+                    and f.name not in ("weights", "pretrained"):
+                values[f.name] = provenance[f.name]
         if "layers" in values:
             values["layers"] = tuple(values["layers"])
         description = provenance.get("weights") or ""

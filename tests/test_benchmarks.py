@@ -179,3 +179,27 @@ def test_every_script_shares_the_quick_and_out_convention():
     assert bench_search.parse(["--n-jobs", "2"]).jobs == 2
     with pytest.raises(SystemExit, match="unknown arm"):
         bench_search.parse(["--arms", "plain,nope"])
+
+
+def test_gpu_throughput_quick_on_cpu(tmp_path):
+    """Issue 15's benchmark, smoke-run on the CPU: every section is filled, GPU-only arms say
+    why they did not run, and the page records the environment."""
+    from benchmarks import gpu_throughput
+
+    assert gpu_throughput.main(["--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "gpu_throughput.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    bare = [r for r in rows if r["part"] == "bare"]
+    assert len(bare) == 12 and all(float(r["img_s"]) > 0 for r in bare)
+    extract_rows = [r for r in rows if r["part"] == "extract"]
+    assert {r["note"] for r in extract_rows if r["decode"] == "gpu"} == {"needs CUDA"}
+    ran = [r for r in extract_rows if r["decode"] == "cpu"]
+    assert len(ran) == 12 and all(float(r["img_s"]) > 0 and float(r["ratio_to_bare"]) > 0
+                                  for r in ran)
+    classical = {(r["part"], r["where"]) for r in rows if r["part"] in ("logistic-sweep",
+                                                                        "ridge-probe")}
+    assert classical == {("logistic-sweep", "torch cpu"), ("logistic-sweep", "numpy (CPU)"),
+                         ("ridge-probe", "torch cpu"), ("ridge-probe", "numpy (CPU)")}
+    page = (tmp_path / "gpu_throughput.md").read_text()
+    assert "- GPU: none, driver none" in page and "torch 2." in page
+    assert "logistic sweep GPU speed-up" in page

@@ -106,7 +106,7 @@ def test_user_errors_are_one_line(tmp_path, shapes_folder):
         extract(shapes_folder, tmp_path / "missing" / "f.h5", progress=False)
     with pytest.raises(FeatpipeError, match="unknown layer|not a layer|blocks.99"):
         extract(shapes_folder, tmp_path / "f.h5", layers="blocks.99", progress=False)
-    with pytest.raises(FeatpipeError, match="`batch_size` must be >= 1"):
+    with pytest.raises(FeatpipeError, match="`batch_size` must be an int >= 1 or auto"):
         extract(shapes_folder, tmp_path / "f.h5", batch_size=0, progress=False)
 
 

@@ -33,6 +33,10 @@ def test_store_provenance_round_trips_through_the_spec(tmp_path, shapes_folder):
     extract(shapes_folder, tmp_path / "f.h5", spec, progress=False)
     stored = FeatureStore.open(tmp_path / "f.h5").provenance
     assert ExtractionSpec.from_provenance(stored) == spec
+    # where images were decoded is recorded (auto resolved), not rebuilt: another machine
+    # re-extracting decodes where it can
+    assert stored["decode"] == "cpu"
+    assert ExtractionSpec.from_provenance({**stored, "decode": "gpu", "compile": True}) == spec
     # every key the store records is declared once, in featpipe.provenance
     assert set(stored) == set(provenance.ALL_KEYS)
 
@@ -64,7 +68,7 @@ def test_cli_adapter_sets_every_recorded_setting():
         ["extract", "src", "--out", "o.h5", "--model", "timm:resnet18", "--weights", "w.pth",
          "--no-pretrained", "--layers", "a,b", "--pool", "max", "--token-pool", "mean",
          "--image-size", "96", "--dtype", "float16", "--compression", "lzf", "--amp", "bf16",
-         "--channels-last", "--force", "--resize", "squash", "--crop-pct", "0.5",
+         "--channels-last", "--decode", "gpu", "--compile", "--force", "--resize", "squash", "--crop-pct", "0.5",
          "--pad-color", "#000000", "--max-pixels", "1000"])
     spec = spec_from_args(args)
     defaults = ExtractionSpec()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from featpipe.classical.device import is_tensor
 from featpipe.classical.transformers import FNEDiscretizer, LayerL2Normalizer, LayerSelector
 
 #: Rows per block: 256 x 3,120 float32 features are 3.2 MB, and a step's temporaries (FNE
@@ -56,8 +57,8 @@ def fit_rows(preprocess: Pipeline, X, y, rows: np.ndarray) -> Pipeline:
     [4.0, 5.0]
     """
     rows = np.asarray(rows)
-    if not all(_streams(step) for _, step in preprocess.steps):
-        return preprocess.fit(X[rows], None if y is None else y[rows])
+    if is_tensor(X) or not all(_streams(step) for _, step in preprocess.steps):
+        return preprocess.fit(_take(X, rows), None if y is None else y[rows])
     for i, (_, step) in enumerate(preprocess.steps):
         if step == "passthrough":
             continue
@@ -82,6 +83,9 @@ def transform_rows(preprocess: Pipeline | None, X, rows: np.ndarray,
     [[4.0, 5.0], [0.0, 1.0]]
     """
     rows = np.asarray(rows)
+    if is_tensor(X):  # on a device: the rows at once (blocks would only add kernel launches)
+        block = _take(X, rows)
+        return block if preprocess is None else preprocess.transform(block)
     out = None
     for start, block in zip(range(0, len(rows), CHUNK_ROWS), _blocks(X, rows, preprocess)):
         if out is None:
@@ -91,6 +95,15 @@ def transform_rows(preprocess: Pipeline | None, X, rows: np.ndarray,
         width = X.shape[1] if preprocess is None else preprocess.transform(X[:1]).shape[1]
         out = np.empty((0, width), dtype=dtype)
     return out
+
+
+def _take(X, rows: np.ndarray):
+    """``X[rows]``; a tensor is indexed with an index on its own device."""
+    if not is_tensor(X):
+        return X[rows]
+    import torch
+
+    return X[torch.as_tensor(rows, device=X.device)]
 
 
 def predict_rows(estimator, X, method: str = "predict") -> np.ndarray:

@@ -32,7 +32,8 @@ Steps 3, 4 and 6 are heuristics: 3 and 4 skip candidates, so they can miss a bet
 full grid would find after a dip of the CV score, and 6 can move a fold's score by an image.
 ``patience=None, coarse_step=1, search_tol=None`` evaluates every candidate exactly as
 ``GridSearchCV`` does. Grids over anything but ``clf__C``, classifiers without warm-startable
-or liblinear solvers, and non-NumPy inputs are searched by
+or liblinear solvers, and inputs that are neither NumPy arrays nor torch tensors (a tensor's
+folds are preprocessed whole, on its device: :mod:`featpipe.classical.device`) are searched by
 :func:`~featpipe.classical.search.run_search` instead; ``SearchResult.extra["search"]`` says
 which search ran.
 """
@@ -47,7 +48,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from joblib import Parallel, delayed
+from sklearn.utils.parallel import Parallel, delayed  # threads inherit sklearn's config
 from scipy.stats import rankdata
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -56,6 +57,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from featpipe.classical.chunked import fit_rows, transform_rows
+from featpipe.classical.device import is_tensor
 from featpipe.classical.search import (
     DEFAULT_COARSE_STEP,
     DEFAULT_PATIENCE,
@@ -106,8 +108,8 @@ def fast_search_applies(pipeline: Pipeline, param_grid: Mapping[str, Sequence], 
     clf = pipeline.steps[-1][1]
     if not isinstance(clf, (LinearSVC, LogisticRegression, *_warm_startable())):
         return f"{type(clf).__name__} is not a linear SVM or logistic regression"
-    if X is not None and not isinstance(X, np.ndarray):
-        return f"the features are a {type(X).__name__}, not a NumPy array"
+    if X is not None and not (isinstance(X, np.ndarray) or is_tensor(X)):
+        return f"the features are a {type(X).__name__}, not a NumPy array or torch tensor"
     return None
 
 
@@ -291,7 +293,7 @@ def run_fast_search(
         Ending in a ``clf`` step; it is cloned, not modified.
     param_grid : dict
         ``{"clf__C": [...]}``; any other grid is handed to :func:`run_search`.
-    X : ndarray of shape (n_samples, n_features)
+    X : ndarray or torch tensor of shape (n_samples, n_features)
     y : array of shape (n_samples,)
     cv : int or CV splitter, default=5
         Number of stratified folds (shuffled with ``random_state``), as :func:`run_search`.

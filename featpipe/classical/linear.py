@@ -38,6 +38,8 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from featpipe.classical.device import is_tensor, tensor_input
+
 # L-BFGS memory (scipy's and liblinear-free scikit-learn solvers' default).
 HISTORY_SIZE = 10
 # A step whose objective change is below this is no progress in float32.
@@ -203,7 +205,12 @@ class _LBFGSLinearClassifier(ClassifierMixin, BaseEstimator):
         self : object
         """
         self._validate_params()
-        X, y = validate_data(self, X, y, dtype=np.float32, order="C")
+        if is_tensor(X):  # computed on the tensor's device
+            X_t, y = tensor_input(self, X, y)
+            X_t = X_t.to(torch.float32).contiguous()
+        else:
+            X, y = validate_data(self, X, y, dtype=np.float32, order="C")
+            X_t = as_float32_tensor(X, self.device)
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         n_classes = len(self.classes_)
@@ -214,7 +221,6 @@ class _LBFGSLinearClassifier(ClassifierMixin, BaseEstimator):
             )
         loss = loss_for(self, n_classes)
         m = self._columns(n_classes)
-        X_t = as_float32_tensor(X, self.device)
         objective = Objective(X_t, encode_targets(y_index, n_classes, loss, X_t.device), loss,
                               self.C, self.fit_intercept, self._intercept_scaling())
         p = X.shape[1]
@@ -256,8 +262,13 @@ class _LBFGSLinearClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,) for two classes, else (n_samples, n_classes)
         """
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        scores = X @ self.coef_.T + self.intercept_
+        if is_tensor(X):  # scored on the tensor's device, returned as NumPy
+            X = tensor_input(self, X).to(torch.float32)
+            coef = torch.as_tensor(self.coef_, device=X.device)
+            scores = (X @ coef.T + torch.as_tensor(self.intercept_, device=X.device)).cpu().numpy()
+        else:
+            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+            scores = X @ self.coef_.T + self.intercept_
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict(self, X):

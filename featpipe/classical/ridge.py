@@ -26,6 +26,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
+from featpipe.classical.device import is_tensor, tensor_input
+
 # 45 log-spaced values, four per decade over [1e-3, 1e8]: for standardized features the
 # eigenvalues of Xc Xcᵀ sum to n·p, so 1e-3 is unregularised (minimum-norm) for any realistic
 # n and 1e8 >= n·p up to 10k x 10k reaches the other limit (a class-centroid classifier).
@@ -251,8 +253,9 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
     -----
     Unlike ``RidgeClassifierCV(cv=None)``, which ranks alphas by the squared error of the LOO
     decision values, the leave-one-out choice here is by ``scoring`` of the LOO predictions.
-    Fitting is NumPy/SciPy (LAPACK) only; ``decision_function`` and ``predict`` come from
-    scikit-learn's ``LinearClassifierMixin``.
+    Fitting is NumPy/SciPy (LAPACK), or torch on a tensor's device (eigendecompositions for
+    every block, :mod:`featpipe.classical.ridge_torch`; coefficients stored as NumPy);
+    ``decision_function`` and ``predict`` come from scikit-learn's ``LinearClassifierMixin``.
 
     Examples
     --------
@@ -295,7 +298,10 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
         -------
         self : RidgeProbeClassifier
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        if is_tensor(X):  # decomposed on the tensor's device (featpipe.classical.ridge_torch)
+            X, y = tensor_input(self, X, y)
+        else:
+            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         alphas = np.unique(np.asarray(self.alphas, dtype=np.float64).ravel())
         if alphas.size == 0 or not np.all(np.isfinite(alphas)) or alphas[0] <= 0:
@@ -310,7 +316,7 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
             Y[np.arange(len(y)), y_index] = 1.0
         rows = np.arange(len(y))
         if self.cv is None:
-            path = _RidgePath(X, Y, rows, self.fit_intercept, "eigen")
+            path = self._path(X, Y, rows, "eigen")
             pred = np.empty((len(alphas), len(y)), dtype=np.intp)
             for i, part, decision in path.loo_decisions(alphas):
                 pred[i, part] = _labels(decision)
@@ -322,20 +328,29 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
                 splitter = check_cv(self.cv, y, classifier=True)
             columns = []
             for train, test in splitter.split(X, y_index):
-                fold = _RidgePath(X, Y, train, self.fit_intercept, "tridiagonal")
+                fold = self._path(X, Y, train, "tridiagonal")
                 pred = np.empty((len(alphas), len(test)), dtype=np.intp)
                 for i, _, decision in fold.decisions(test, alphas):
                     pred[i] = _labels(decision)
                 columns.append(_scores(pred, y_index[test], self.scoring))
                 del fold
             scores = np.stack(columns, axis=1)
-            path = _RidgePath(X, Y, rows, self.fit_intercept, "cholesky")
+            path = self._path(X, Y, rows, "cholesky")
         mean_scores = scores.mean(axis=1)
         best = int(np.flatnonzero(mean_scores == mean_scores.max())[-1])
         self.alphas_, self.cv_scores_ = alphas, scores
         self.alpha_, self.best_score_ = float(alphas[best]), float(mean_scores[best])
         self.alpha_at_edge_ = best in (0, len(alphas) - 1)
         coef = path.coef(self.alpha_)
-        self.coef_ = np.ascontiguousarray(coef.T, dtype=X.dtype)
-        self.intercept_ = (path.ybar - path.mean @ coef).astype(X.dtype)
+        dtype = np.dtype(str(X.dtype).removeprefix("torch."))  # NumPy's or torch's float
+        self.coef_ = np.ascontiguousarray(coef.T, dtype=dtype)
+        self.intercept_ = (path.ybar - path.mean @ coef).astype(dtype)
         return self
+
+    def _path(self, X, Y, rows, method):
+        """The NumPy path by ``method``, or the torch path (eigen decompositions throughout)."""
+        if not is_tensor(X):
+            return _RidgePath(X, Y, rows, self.fit_intercept, method)
+        from featpipe.classical.ridge_torch import TorchRidgePath
+
+        return TorchRidgePath(X, Y, rows, self.fit_intercept)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from featpipe.cli.output import add_source_options
-from featpipe.cli.parsing import parse_color, parse_layers, parse_shard
+from featpipe.cli.parsing import batch_size_option, parse_color, parse_layers, parse_shard
 
 
 def add_parser(sub) -> None:
@@ -28,12 +28,19 @@ def add_parser(sub) -> None:
     p.add_argument("--max-pixels", type=int, default=None,
                    help="larger images (width x height) fail as decompression bombs "
                         "(default 200000000)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=batch_size_option, default=32,
+                   help="images per forward pass, or auto: the largest that fits the GPU "
+                        "(probed; recorded in the store; 32 on a CPU)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: auto)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="float32", help="stored dtype: float32 | float16")
-    p.add_argument("--amp", default=None, help="bf16 | fp16 autocast on CUDA")
+    p.add_argument("--amp", default=None, help="bf16 | fp16 autocast (CUDA or CPU)")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--decode", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="where JPEGs are decoded and resized: gpu (batched nvJPEG, other "
+                        "files on the CPU), cpu (decode workers); auto: gpu on a CUDA device")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the capture (static shapes; the first batch compiles)")
     p.add_argument("--compression", default=None, help="lzf | gzip")
     p.add_argument("--shard", default=None, help="K/N: extract the K-th of N slices of the inputs")
     p.add_argument("--dask", default=None, metavar="ADDRESS|local:N",
@@ -69,7 +76,7 @@ def run(args) -> int:
 def _run_on_dask(args) -> int:
     from featpipe.scale.extract import check_options, extract_on_dask
 
-    check_options(shard=args.shard, workers=args.workers)
+    check_options(shard=args.shard, workers=args.workers, batch_size=args.batch_size)
     result = extract_on_dask(args.source, args.out, spec_from_args(args), dask=args.dask,
                              n_shards=args.shards, batch_size=args.batch_size,
                              device=args.device, copy=args.copy, overwrite=args.overwrite,
@@ -89,7 +96,7 @@ def spec_from_args(args):
         pretrained=not args.no_pretrained, layers=_layers(args.layers), pool=args.pool,
         token_pool=args.token_pool, image_size=args.image_size, dtype=args.dtype,
         compression=args.compression, amp=args.amp, channels_last=args.channels_last,
-        force=args.force, **_given(resize=args.resize, crop_pct=args.crop_pct,
+        decode=args.decode, compile=args.compile, force=args.force, **_given(resize=args.resize, crop_pct=args.crop_pct,
                                    pad_color=parse_color(args.pad_color),
                                    max_pixels=args.max_pixels))
 

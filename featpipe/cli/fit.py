@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -48,6 +49,9 @@ def add_parser(sub) -> None:
                    help="always learn out of core (standardize, SGD hinge, alpha by validation)")
     p.add_argument("--dask", default=None, metavar="ADDRESS|local:N",
                    help="run the cross-validated search on a Dask cluster (joblib's backend)")
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N|auto",
+                   help="where the search runs: cpu (NumPy, default) or a GPU (torch tensors "
+                        "through scikit-learn's array API); auto: the GPU when present")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -69,10 +73,12 @@ def training_spec(args):
         cache_dir=args.cache_dir, stats_from=args.stats_from, max_iter=args.max_iter,
         progress=not args.quiet and sys.stderr.isatty(),
         memory_budget=None if args.memory_budget is None else parse_size(args.memory_budget),
-        streaming=args.streaming, dask=args.dask)
+        streaming=args.streaming, dask=args.dask, device=args.device)
 
 
 def run(args) -> int:
+    if args.device != "cpu" and "scipy" not in sys.modules:  # read when scipy is imported
+        os.environ.setdefault("SCIPY_ARRAY_API", "1")  # (featpipe.classical.device)
     from featpipe.cli import as_flags
     from featpipe.workflows.fit import fit_store
 

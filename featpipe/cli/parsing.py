@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from featpipe.errors import FeatpipeError, UsageError
 
-__all__ = ["format_grid", "format_reduce", "parse_grid_overrides", "parse_color", "parse_layers", "parse_reduce", "parse_shard",
+__all__ = ["batch_size_option", "format_grid", "format_reduce", "parse_grid_overrides", "parse_color", "parse_layers", "parse_reduce", "parse_shard",
            "parse_value"]
 
 
@@ -199,3 +199,24 @@ def parse_color(text: str) -> tuple[int, int, int]:
     except ValueError:
         pass
     raise UsageError(f"`pad_color` must be white, black, grey, R,G,B or #RRGGBB, got {text!r}")
+
+
+def batch_size_option(text: str) -> int | str:
+    """``--batch-size``: a positive int or ``auto`` (an argparse ``type``: a bad value exits 2).
+
+    Examples
+    --------
+    >>> batch_size_option("64"), batch_size_option("auto")
+    (64, 'auto')
+    """
+    import argparse
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1 or auto, got {text!r}")
+    return value

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from featpipe import __version__
 from featpipe.data.imageset import ImageSet
-from featpipe.data.loading import DecodedImages, collate_decoded
 from featpipe.data.sources import open_source
 from featpipe.errors import FeatpipeError, UsageError
 from featpipe.extract.background import _BackgroundWriter, _progress_bar
+from featpipe.extract.batches import image_batches, resolve_decode
+from featpipe.extract.batchsize import auto_batch_size
 from featpipe.fileio import checked_output, exclusive_lock
 from featpipe.models import Backbone, create_backbone
 from featpipe.models.capture import FeatureCapture
@@ -38,6 +38,7 @@ from featpipe.store.reader import FeatureStore
 from featpipe.store.writer import StoreWriter
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 @dataclass
@@ -57,7 +58,7 @@ class ExtractionResult:
 
 
 def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
-            spec: ExtractionSpec | None = None, *, batch_size: int = 32,
+            spec: ExtractionSpec | None = None, *, batch_size: int | str = 32,
             workers: int | None = None, device: str = "auto",
             shard: tuple[int, int] | None = None, align_shard: bool = False,
             overwrite: bool = False, progress: bool = True, follow_links: bool = False,
@@ -76,8 +77,9 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
     **settings
         Changes to ``spec`` by field name, e.g. ``layers="last", image_size=128``.
     batch_size, workers, device
-        How to run: images per forward pass, decoding processes (None: chosen from the cores),
-        ``auto``/``cpu``/``cuda``/``cuda:N``.
+        How to run: images per forward pass (``"auto"``: the largest that fits the GPU, probed
+        and recorded in the provenance, :mod:`featpipe.extract.batchsize`), decoding processes
+        (None: chosen from the cores), ``auto``/``cpu``/``cuda``/``cuda:N``.
     shard : (k, n), optional
         Extract only the k-th of n contiguous slices of the inputs (rows keep global indices).
     align_shard : bool, default False
@@ -102,24 +104,31 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
     index = np.arange(len(image_set), dtype=np.int64)
     whole_set = image_set
     if shard is not None:
+        if align_shard and batch_size == "auto":
+            raise UsageError("shards aligned to batches need a fixed `batch_size`, not auto")
         image_set, index = _shard(image_set, index, shard, batch_size if align_shard else 1)
     out = checked_output(out, overwrite=overwrite)
     partial = out.with_name(out.name + ".partial")
     with exclusive_lock(out):
         dev = resolve_device(device)
-        batch = min(batch_size, max(1, len(index)))
+        spec = spec.replace(decode=resolve_decode(spec.decode, dev))
+        batch = 1 if batch_size == "auto" else min(batch_size, max(1, len(index)))
         if spec.image_size is not None:  # before the backbone: it may run a pass at this size
             check_fits_memory(spec.image_size, batch, dev)
         backbone = create_backbone(spec.model, weights=spec.weights, pretrained=spec.pretrained,
                                    image_size=spec.image_size)
-        check_fits_memory(backbone.preprocessing.image_size, batch, dev)
+        image_size = backbone.preprocessing.image_size
+        check_fits_memory(image_size, batch, dev)
         backbone.preprocessing = backbone.preprocessing.with_resize(
             spec.resize, crop_pct=spec.crop_pct, fill=spec.pad_color)
         capture = FeatureCapture(backbone, resolve_layers(backbone, spec.layers), pool=spec.pool,
                                  token_pool=spec.token_pool, force=spec.force,
-                                 amp=AMP_DTYPES.get(spec.amp),
-                                 channels_last=spec.channels_last).to(dev)
+                                 amp=AMP_DTYPES.get(spec.amp), channels_last=spec.channels_last,
+                                 compile=spec.compile).to(dev)
+        if batch_size == "auto":
+            batch_size = auto_batch_size(capture, image_size, dev, len(index))
         provenance = build_provenance(backbone, capture, spec, whole_set, index, dev)
+        provenance["batch_size"] = batch_size
         resumed = _prepare_partial(partial, provenance, image_set, index, capture.layer_dims,
                                    spec, overwrite)
         started = time.perf_counter()
@@ -133,8 +142,8 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
 
 
 def _validate_run_options(*, batch_size, workers) -> None:
-    if batch_size < 1:
-        raise UsageError(f"`batch_size` must be >= 1, got {batch_size}")
+    if batch_size != "auto" and (isinstance(batch_size, (bool, str)) or batch_size < 1):
+        raise UsageError(f"`batch_size` must be an int >= 1 or auto, got {batch_size!r}")
     if workers is not None and workers < 0:
         raise UsageError(f"`workers` must be >= 0, got {workers}")
 
@@ -244,17 +253,15 @@ def default_workers(n_batches: int, cores: int | None = None) -> int:
 def _run(partial: Path, image_set: ImageSet, backbone: Backbone, capture: FeatureCapture,
          dev: torch.device, spec: ExtractionSpec, *, batch_size: int, workers: int | None,
          progress: bool) -> int:
-    """Decode and resize in workers (uint8), normalise per batch on the device, capture, write."""
+    """Decode and resize (uint8: in workers, or JPEGs batched on the GPU), normalise per batch
+    on the device, capture, pool and down-cast there, copy to the host, write."""
     with contextlib.closing(StoreWriter.reopen(partial)) as writer:
         batches = aligned_batches(writer.pending_positions(), batch_size)
     n_workers = default_workers(len(batches)) if workers is None else workers
     preprocessing = backbone.preprocessing
-    dataset = DecodedImages(image_set, transform=preprocessing.resize_crop,
-                            max_pixels=spec.max_pixels, size_hint=preprocessing.resize_size)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=n_workers,
-                        collate_fn=collate_decoded, pin_memory=dev.type == "cuda")
-    # Start the decoding workers before the HDF5 file is opened: no handle crosses a fork.
-    batch_iter = iter(loader)
+    # The decoding workers start here, before the HDF5 file is opened: no handle crosses a fork.
+    batch_iter = image_batches(image_set, preprocessing, batches, decode=spec.decode, device=dev,
+                               workers=n_workers, max_pixels=spec.max_pixels)
     writer = StoreWriter.reopen(partial)
     n_computed = 0
     with _BackgroundWriter(writer) as background, _progress_bar(progress, batches) as bar:
@@ -262,10 +269,9 @@ def _run(partial: Path, image_set: ImageSet, backbone: Backbone, capture: Featur
         for positions, images, failures in batch_iter:
             features = {}
             if images is not None:
-                batch = preprocessing.normalize_batch(images, device=dev)
-                features = _forward_batch(capture, batch, micro)
-                features = {name: values.cpu().numpy().astype(spec.dtype, copy=False)
-                            for name, values in features.items()}
+                batch = preprocessing.normalize_batch(images)
+                features = to_host(_forward_batch(capture, batch, micro),
+                                   STORED_DTYPES[spec.dtype])
                 positions, features, non_finite = drop_non_finite(positions, features,
                                                                   backbone.name)
                 failures = list(failures) + non_finite
@@ -274,6 +280,26 @@ def _run(partial: Path, image_set: ImageSet, backbone: Backbone, capture: Featur
             bar.update(len(positions) + len(failures))
     writer.finish()
     return n_computed
+
+
+def to_host(features: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, np.ndarray]:
+    """Down-cast on the device, then copy to the host (from CUDA: into pinned memory, all layers
+    queued without blocking, one wait at the end).
+
+    Examples
+    --------
+    >>> to_host({"a": torch.ones(2, 3, dtype=torch.bfloat16)}, torch.float16)["a"].dtype
+    dtype('float16')
+    """
+    cast = {name: values.to(dtype) for name, values in features.items()}
+    if not any(values.is_cuda for values in cast.values()):
+        return {name: values.numpy() for name, values in cast.items()}
+    host = {name: torch.empty(values.shape, dtype=dtype, pin_memory=True)
+            for name, values in cast.items()}
+    for name, values in cast.items():
+        host[name].copy_(values, non_blocking=True)
+    torch.cuda.current_stream().synchronize()
+    return {name: values.numpy() for name, values in host.items()}
 
 
 def drop_non_finite(positions: np.ndarray, features: dict, model: str):
@@ -307,10 +333,15 @@ def drop_non_finite(positions: np.ndarray, features: dict, model: str):
 
 
 def _forward_batch(capture: FeatureCapture, images: torch.Tensor, micro: list[int]) -> dict:
-    """Run ``capture`` on ``images``; on CUDA out-of-memory halve the micro-batch and retry."""
+    """Run ``capture`` on ``images``; on CUDA out-of-memory halve the micro-batch and retry.
+
+    A compiled capture sees one batch shape only: a short chunk (the last batch) is padded with
+    zeros to the micro-batch and its features trimmed (no recompilation for it).
+    """
     while True:
         try:
-            parts = [capture(chunk) for chunk in images.split(micro[0])]
+            parts = [_static_forward(capture, chunk, micro[0])
+                     for chunk in images.split(micro[0])]
             break
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
@@ -322,3 +353,11 @@ def _forward_batch(capture: FeatureCapture, images: torch.Tensor, micro: list[in
         return parts[0]
     return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
+
+
+def _static_forward(capture: FeatureCapture, chunk: torch.Tensor, size: int) -> dict:
+    n = len(chunk)
+    if capture.compiled is None or n == size:
+        return capture(chunk)
+    padding = chunk.new_zeros((size - n, *chunk.shape[1:]))
+    return {name: values[:n] for name, values in capture(torch.cat([chunk, padding])).items()}

@@ -42,13 +42,18 @@ class FeatureCapture(nn.Module):
     max_flat_features : int, default 65536
     force : bool, default False
     amp : torch.dtype, optional
-        Autocast dtype (e.g. ``torch.bfloat16``), applied on CUDA only.
+        Autocast dtype (e.g. ``torch.bfloat16``) on the input's device (CUDA or CPU; CPU
+        autocast runs convolutions and matrix products in bfloat16/float16 too).
     channels_last : bool, default False
         Convert the model and inputs to channels-last memory format.
     method : {'hooks', 'fx'}, default 'hooks'
         'hooks' pools each map as soon as it is produced (lower peak memory) and stops the
         forward pass after the last requested layer; 'fx' uses FX feature extraction
         (timm's for timm models, torchvision's otherwise) and fails where it cannot trace.
+    compile : bool, default False
+        Run a ``torch.compile``-d module (static shapes: feed batches of one size, see
+        :func:`featpipe.extract.run._forward_batch`) that returns the pooled features of an FX
+        feature extractor (the hooks' early stop does not compile); refused with ``trainable``.
     trainable : bool, default False
         False: the backbone's shared, frozen model is used as is, always in eval mode and under
         ``torch.inference_mode``. True: the capture runs on its own
@@ -95,6 +100,7 @@ class FeatureCapture(nn.Module):
         channels_last: bool = False,
         method: str = "hooks",
         trainable: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         _check_choice("pool", pool, POOLING)
@@ -116,8 +122,11 @@ class FeatureCapture(nn.Module):
         self.model = backbone.model.eval()
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if method == "fx":
+        if compile and self.trainable:
+            raise FeatpipeError("`compile` applies to frozen feature extraction only")
+        if method == "fx" or compile:
             self.fx_model = _fx_extractor(backbone, self.layers)
+        self.compiled = _compiled(self.fx_model, self._pool) if compile else None
         if self.trainable:
             self.eval()
 
@@ -147,14 +156,14 @@ class FeatureCapture(nn.Module):
         x = x.to(self.device, non_blocking=True)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast("cuda", dtype=self.amp)
-            if self.amp is not None and x.device.type == "cuda"
-            else contextlib.nullcontext()
-        )
+        autocast = (torch.autocast(x.device.type, dtype=self.amp) if self.amp is not None
+                    else contextlib.nullcontext())
         grad_mode = contextlib.nullcontext() if self.trainable else torch.inference_mode()
         with grad_mode, autocast:
-            features = self._run_fx(x) if self.method == "fx" else self._run_hooks(x)
+            if self.compiled is not None:
+                features = _run_compiled(self.compiled, x)
+            else:
+                features = self._run_fx(x) if self.method == "fx" else self._run_hooks(x)
         self._check_dims(features, x.shape)
         return {name: features[name] for name in self.layers}
 
@@ -196,6 +205,37 @@ class FeatureCapture(nn.Module):
                     f"layer {name!r} gave {got} features for input {tuple(input_shape[2:])}, expected "
                     f"{expected}; with pool='none' feed images of the backbone's image_size"
                 )
+
+
+class _PooledFX(nn.Module):
+    """An FX feature extractor followed by pooling: one graph for ``torch.compile``."""
+
+    def __init__(self, fx_model: nn.Module, pool):
+        super().__init__()
+        self.fx_model, self.pool = fx_model.eval(), pool
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: self.pool(out) for name, out in self.fx_model(x).items()}
+
+
+#: ``torch.compile``'s backend for ``compile=True`` (tests use a cheaper one).
+COMPILE_BACKEND = "inductor"
+
+
+def _compiled(fx_model: nn.Module, pool) -> nn.Module:
+    return torch.compile(_PooledFX(fx_model, pool), dynamic=False, backend=COMPILE_BACKEND)
+
+
+def _run_compiled(compiled: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run the compiled module; a compiler that cannot work here is one line, not a traceback
+    (compilation happens at the first call of each input shape)."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    try:
+        return compiled(x)
+    except BackendCompilerFailed as exc:
+        reason = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ""
+        raise FeatpipeError(f"torch.compile failed here ({reason}); drop `compile`") from None
 
 
 def _fx_extractor(backbone: Backbone, layers: Sequence[str]) -> nn.Module:

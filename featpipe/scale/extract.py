@@ -107,6 +107,7 @@ def extract_on_dask(source: str | os.PathLike | ImageSet, out: str | os.PathLike
     >>> extract_on_dask("images/", "f.h5", dask="local:2", layers="last")   # doctest: +SKIP
     """
     spec = (spec or ExtractionSpec()).replace(**settings)
+    check_options(shard=None, workers=None, batch_size=batch_size)
     if n_shards is not None and n_shards < 1:
         raise UsageError(f"`n_shards` must be >= 1, got {n_shards}")
     out = checked_output(out, overwrite=overwrite)
@@ -199,8 +200,11 @@ def _worker_slot() -> int:
     return zlib.crc32(str(name).encode())
 
 
-def check_options(*, shard, workers) -> None:
+def check_options(*, shard, workers, batch_size=32) -> None:
     """Refuse the single-process options that a Dask run decides itself."""
+    if batch_size == "auto":
+        raise UsageError("`dask` cuts shards at multiples of the batch size; give "
+                         "`batch_size` as a number (e.g. what a single-GPU auto run recorded)")
     if shard is not None:
         raise UsageError("`dask` cuts the input into shards itself; drop `shard`")
     if workers not in (None, 0):

@@ -11,7 +11,7 @@ from featpipe.classical.recipes import RECIPE_CONSTRAINTS, Reduction
 from featpipe.classical.search import SEARCH_CONSTRAINTS, SearchConfig, SearchResult
 from featpipe.errors import FeatpipeError
 from featpipe.fileio import checked_output
-from featpipe.params import InstanceOf, Interval, SequenceOf, validate
+from featpipe.params import InstanceOf, Interval, Pattern, SequenceOf, validate
 from featpipe.provenance import model_provenance
 from featpipe.store.reader import FeatureSet, FeatureStore
 from featpipe.workflows.data import load_compatible, split_train_test
@@ -32,6 +32,7 @@ TRAINING_CONSTRAINTS = {
     "memory_budget": [Interval(int, 1, None), None],
     "streaming": ["boolean", None],
     "dask": [str, None],
+    "device": [Pattern(r"cpu|auto|cuda(:[0-9]+)?", "cpu, auto, cuda or cuda:N")],
 }
 
 
@@ -74,6 +75,10 @@ class TrainingSpec:
     dask : str or None, default=None
         Run the cross-validated search on this Dask cluster (a scheduler address or
         ``local:N``, :mod:`featpipe.scale.search`).
+    device : str, default="cpu"
+        ``cpu``: the NumPy path. ``cuda``/``cuda:N``: the search runs on torch tensors of that
+        GPU (:mod:`featpipe.classical.device`; the saved model is NumPy all the same).
+        ``auto``: the GPU when there is one.
     """
 
     recipe: str | None = "fne"
@@ -95,6 +100,7 @@ class TrainingSpec:
     memory_budget: int | None = None
     streaming: bool | None = None
     dask: str | None = None
+    device: str = "cpu"
 
     def __post_init__(self):
         self.validate()
@@ -187,7 +193,25 @@ def fit_features(train: FeatureSet, spec: TrainingSpec, *, statistics_pool=None)
     if statistics_pool is not None:
         use_pool_statistics(pipeline, statistics_pool)
     grid = {**grid, **spec.grid}
+    device = _device(spec)
+    if device is not None:
+        from featpipe.classical.device import search_on_device
+
+        return search_on_device(pipeline, grid, train.X, train.y, config, device,
+                                class_names=train.class_names)
     return search(pipeline, grid, train.X, train.y, config, class_names=train.class_names)
+
+
+def _device(spec: TrainingSpec):
+    """The torch device of ``spec.device`` (None: NumPy); refused with the options that run
+    elsewhere."""
+    from featpipe.classical.device import fit_device
+
+    device = fit_device(spec.device)
+    if device is not None and spec.dask:
+        raise FeatpipeError("`device` runs the search on this machine's GPU; `dask` on a "
+                            "cluster (drop one of them)")
+    return device
 
 
 def fit_and_score(train: FeatureSet, spec: TrainingSpec,
@@ -289,9 +313,10 @@ def _fit_streaming(store: FeatureStore, layers: list[str], spec: TrainingSpec, *
     """The out-of-core fit: search, evaluation, the layers' columns and the training rows."""
     from featpipe.workflows.streaming import fit_store_streaming
 
-    if spec.dask:
-        raise FeatpipeError("`dask` distributes the in-memory search; the out-of-core recipe "
-                            "runs in this process (drop one of them)")
+    if spec.dask or spec.device != "cpu":
+        raise FeatpipeError(f"`{'dask' if spec.dask else 'device'}` applies to the in-memory "
+                            "search; the out-of-core recipe runs on NumPy in this process "
+                            "(drop one of them)")
     if spec.stats_from != "train":
         raise FeatpipeError("the out-of-core recipe standardizes with its training rows' "
                             "statistics; drop `stats_from` or raise `memory_budget`")
