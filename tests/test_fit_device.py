@@ -74,7 +74,7 @@ def test_classical_stage_on_torch_cpu_tensors_predicts_as_numpy():
     assert all(line.endswith(" cpu") for line in lines[:4])
 
 
-def test_device_pipeline_swaps_the_logistic_solver_and_refuses_numpy_only_steps():
+def test_device_pipeline_puts_the_solvers_on_the_device_and_refuses_numpy_only_steps():
     pipe = for_device(build_recipe("linear-probe")[0], torch.device("cuda"))
     assert type(pipe.named_steps["clf"]).__name__ == "LBFGSLogisticRegression"
     assert pipe.named_steps["clf"].device == "cuda"

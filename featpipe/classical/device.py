@@ -5,8 +5,7 @@ on it under scikit-learn's array API (``array_api_dispatch``, which needs ``SCIP
 before scipy and scikit-learn are imported): standardization, FNE discretization, per-layer L2
 and PCA (``svd_solver="covariance_eigh"``) are featpipe's array-API transformers; the linear SVM
 and the logistic regression are featpipe's L-BFGS solvers in torch
-(:mod:`featpipe.classical.linear`: scikit-learn's ``LogisticRegression`` objective; its own
-L-BFGS is SciPy's, on the CPU, so it is replaced here); the ridge probe decomposes each fold on
+(:mod:`featpipe.classical.linear`, the recipes' classifiers on every device); the ridge probe decomposes each fold on
 the device (:mod:`featpipe.classical.ridge_torch`). The fast C search walks the same folds and
 values as on NumPy. The fitted pipeline is converted back to NumPy: the saved model is the same
 kind of file whichever device fitted it. Labels stay NumPy (they are small).
@@ -26,9 +25,9 @@ import numpy as np
 
 from featpipe.errors import FeatpipeError
 
-#: Classifiers that run on a torch device (``logistic`` as featpipe's L-BFGS solver).
-DEVICE_CLASSIFIERS = ("LBFGSLinearSVC", "LBFGSLogisticRegression", "LogisticRegression",
-                      "RidgeProbeClassifier", "RidgeClassifier")
+#: Classifiers that run on a torch device.
+DEVICE_CLASSIFIERS = ("LBFGSLinearSVC", "LBFGSLogisticRegression", "RidgeProbeClassifier",
+                      "RidgeClassifier")
 
 
 def fit_device(device: str):
@@ -53,9 +52,7 @@ def enable_array_api() -> None:
 def for_device(pipeline, device):
     """A copy of ``pipeline`` whose steps run on torch tensors of ``device``."""
     from sklearn.base import clone
-    from sklearn.linear_model import LogisticRegression
 
-    from featpipe.classical.linear import LBFGSLogisticRegression
     from featpipe.classical.transformers import ClippedPCA
 
     pipeline = clone(pipeline)
@@ -70,10 +67,6 @@ def for_device(pipeline, device):
         raise FeatpipeError(f"`device` {device}: {type(clf).__name__} runs on NumPy only; use "
                             "the linearsvc, logistic, ridge or ridge-probe classifier or drop "
                             "`device`")
-    if isinstance(clf, LogisticRegression):
-        clf = LBFGSLogisticRegression(C=clf.C, max_iter=clf.max_iter,
-                                      random_state=clf.random_state)
-        pipeline.steps[-1] = (pipeline.steps[-1][0], clf)
     if "device" in clf.get_params():
         clf.set_params(device=str(device))
     return pipeline
