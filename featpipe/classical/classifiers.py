@@ -29,6 +29,8 @@ def make_classifier(name: str, random_state: int | None = 0):
         ``linearsvc`` is LinearSVC's objective (squared hinge, L2, primal) solved by L-BFGS in
         float32 (:class:`~featpipe.classical.linear.LBFGSLinearSVC`: no float64 or sparse copy
         of X, warm starts along a C path); ``liblinear`` is scikit-learn's ``LinearSVC`` itself.
+        ``logistic`` is ``LogisticRegression``'s multinomial objective solved the same way
+        (:class:`~featpipe.classical.linear.LBFGSLogisticRegression`).
         ``ridge-probe`` tunes its own alpha by exact cross-validation (closed form).
     random_state : int or None, default=0
 
@@ -39,7 +41,7 @@ def make_classifier(name: str, random_state: int | None = 0):
     Examples
     --------
     >>> make_classifier("logistic")
-    LogisticRegression(max_iter=1000, random_state=0)
+    LBFGSLogisticRegression(random_state=0)
     """
     from sklearn.linear_model import LogisticRegression, RidgeClassifier
     from sklearn.neighbors import KNeighborsClassifier
