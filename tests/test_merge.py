@@ -77,6 +77,10 @@ def test_virtual_store_moves_with_its_shards_and_refuses_a_missing_one(tmp_path,
     (tmp_path / "elsewhere" / "part-1.h5").unlink()
     with pytest.raises(FeatpipeError, match="shard part-1.h5 is missing"):
         FeatureStore.open(tmp_path / "elsewhere" / "merged.h5")
+    from featpipe.store.check import check_store
+
+    problems = check_store(tmp_path / "elsewhere" / "merged.h5").problems
+    assert len(problems) == 1 and "shard part-1.h5 is missing" in problems[0]
 
 
 def test_copied_store_is_self_contained(tmp_path, shards, whole):

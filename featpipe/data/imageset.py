@@ -11,6 +11,12 @@ import numpy as np
 
 from featpipe.errors import FeatpipeError
 
+#: File extensions (lower case) that folder sources and tar shards treat as images.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff",
+     ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+)
+
 
 def readable(text: str) -> str:
     """``text`` as valid UTF-8: a file name's undecodable bytes (which Python keeps as lone

@@ -24,15 +24,10 @@ import numpy as np
 import torch
 
 from featpipe.data.idx import _IDX_MAGIC, _find_idx_labels, _read_idx_magic, idx_row_items, read_idx
-from featpipe.data.imageset import ImageSet
+from featpipe.data.imageset import IMAGE_EXTENSIONS, ImageSet
 from featpipe.data.tarshards import from_tar_shards, is_tar_source
 from featpipe.errors import FeatpipeError, FeatpipeWarning
 
-#: File extensions (lower case) that folder sources treat as images.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff",
-     ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
-)
 
 
 _MANIFEST_COLUMNS = ("path", "label", "split")

@@ -34,10 +34,12 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from featpipe.data.imageset import ImageSet
+from featpipe.data.imageset import IMAGE_EXTENSIONS, ImageSet
 from featpipe.errors import FeatpipeError
 
-_IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm")
+_PREFERRED = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm")
+#: A sample's image member: the first of these suffixes it has (every image extension)
+_IMAGE_SUFFIXES = _PREFERRED + tuple(sorted({e[1:] for e in IMAGE_EXTENSIONS} - set(_PREFERRED)))
 _LABEL_SUFFIXES = ("cls", "txt", "json")
 _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 #: Largest label sidecar read (a label is a word, not a document).
@@ -127,19 +129,20 @@ def _samples(path: Path) -> list[tuple[str, TarMember, str | None]]:
                     folder = member.name.rpartition("/")[0]
                     groups.setdefault(f"{folder}/{key}" if folder else key, {})[
                         suffix.lower()] = member
-            samples = [_sample(path, archive, key, members) for key, members in groups.items()]
+            archive_path = str(path.resolve())
+            samples = [_sample(path, archive_path, archive, key, members)
+                       for key, members in groups.items()]
     except tarfile.ReadError as exc:
         raise FeatpipeError(f"{path} is not a plain (uncompressed) tar shard ({exc}); "
                             "tar shards are read by offset and cannot be compressed") from None
     return [s for s in samples if s is not None]
 
 
-def _sample(path: Path, archive: tarfile.TarFile, key: str, members: dict):
+def _sample(path: Path, archive_path: str, archive: tarfile.TarFile, key: str, members: dict):
     image = next((members[s] for s in _IMAGE_SUFFIXES if s in members), None)
     label_suffix = next((s for s in _LABEL_SUFFIXES if s in members), None)
     if image is None and label_suffix is None:
         return None  # other members (e.g. key.npy) without an image: not a sample
-    archive_path = str(path.resolve())
     item = (TarMember(archive_path, -1, -1) if image is None else
             TarMember(archive_path, image.offset_data, image.size))
     label = None

@@ -21,8 +21,7 @@ from featpipe.data.loading import DecodedImages, collate_decoded
 from featpipe.errors import UsageError
 from featpipe.extract.gpu_decode import EncodedImages, collate_encoded, decode_batch
 from featpipe.models.preprocessing import Preprocessing
-
-DECODERS = ("auto", "cpu", "gpu")
+from featpipe.spec import DECODE
 
 
 def resolve_decode(decode: str, device: torch.device) -> str:
@@ -37,8 +36,8 @@ def resolve_decode(decode: str, device: torch.device) -> str:
     ...
     featpipe.errors.UsageError: `decode` gpu needs a CUDA device (got cpu); use --decode cpu or auto
     """
-    if decode not in DECODERS:
-        raise UsageError(f"`decode` must be one of {', '.join(DECODERS)}, got {decode!r}")
+    if decode not in DECODE:
+        raise UsageError(f"`decode` must be one of {', '.join(DECODE)}, got {decode!r}")
     if decode == "auto":
         return "gpu" if device.type == "cuda" else "cpu"
     if decode == "gpu" and device.type != "cuda":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -142,10 +143,14 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
 
 
 def _validate_run_options(*, batch_size, workers) -> None:
-    if batch_size != "auto" and (isinstance(batch_size, (bool, str)) or batch_size < 1):
+    if batch_size != "auto" and not _is_int_at_least(batch_size, 1):
         raise UsageError(f"`batch_size` must be an int >= 1 or auto, got {batch_size!r}")
-    if workers is not None and workers < 0:
-        raise UsageError(f"`workers` must be >= 0, got {workers}")
+    if workers is not None and not _is_int_at_least(workers, 0):
+        raise UsageError(f"`workers` must be an int >= 0 or None, got {workers!r}")
+
+
+def _is_int_at_least(value, low: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
 
 
 def _shard(image_set: ImageSet, index: np.ndarray, shard: tuple[int, int], unit: int = 1):
@@ -298,7 +303,8 @@ def to_host(features: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, 
             for name, values in cast.items()}
     for name, values in cast.items():
         host[name].copy_(values, non_blocking=True)
-    torch.cuda.current_stream().synchronize()
+    # the stream of the features' own device (current_stream() alone is cuda:0's)
+    torch.cuda.current_stream(next(iter(cast.values())).device).synchronize()
     return {name: values.numpy() for name, values in host.items()}
 
 

@@ -40,7 +40,7 @@ from featpipe.store.layout import (
     checksummed_names,
     dataset_digest,
 )
-from featpipe.store.reader import _DAMAGE, _open_h5
+from featpipe.store.reader import _DAMAGE, _check_virtual_sources, _open_h5
 
 _ROWS_PER_READ = 4096
 
@@ -77,6 +77,7 @@ def _check_file(f: h5py.File, check: StoreCheck) -> None:
     if f.attrs.get("featpipe_format") != FORMAT_VERSION:
         problems.append(f"not a featpipe store (format {f.attrs.get('featpipe_format')!r})")
         return
+    _check_virtual_sources(f, check.path)  # a missing shard reads as NaN: name it instead
     provenance = json.loads(f.attrs["provenance"])
     layers = provenance.get("layers") or []
     dims = provenance.get("layer_dims") or {}

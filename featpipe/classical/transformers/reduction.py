@@ -232,7 +232,8 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
 
 
 #: umap-learn's defaults for what the estimator does not expose
-_UMAP_SPREAD, _UMAP_LEARNING_RATE, _UMAP_NEGATIVE_SAMPLE_RATE, _UMAP_TRANSFORM_SEED = 1.0, 1.0, 5, 42
+_UMAP_SPREAD, _UMAP_LEARNING_RATE, _UMAP_REPULSION_STRENGTH = 1.0, 1.0, 1.0
+_UMAP_NEGATIVE_SAMPLE_RATE, _UMAP_TRANSFORM_SEED = 5, 42
 
 
 def _optimise_new_points(start, embedding, graph, min_dist: float, n_epochs: int) -> np.ndarray:
@@ -249,5 +250,5 @@ def _optimise_new_points(start, embedding, graph, min_dist: float, n_epochs: int
     moved = optimize_layout_euclidean(
         np.ascontiguousarray(start), embedding.copy(), graph.row, graph.col, n_epochs,
         graph.shape[1], make_epochs_per_sample(graph.data, n_epochs), a, b, rng_state,
-        1.0, _UMAP_LEARNING_RATE / 4.0, _UMAP_NEGATIVE_SAMPLE_RATE)
+        _UMAP_REPULSION_STRENGTH, _UMAP_LEARNING_RATE / 4.0, _UMAP_NEGATIVE_SAMPLE_RATE)
     return np.asarray(moved, dtype=np.float32)
