@@ -345,6 +345,24 @@ def test_a_killed_curriculum_run_resumes_only_with_the_same_curriculum(shapes_fo
     assert (out / "summary.json").exists()
 
 
+def test_commands_that_read_images_take_the_source_options(shapes_folder, tmp_path, capsys):
+    manifest = tmp_path / "outside.csv"  # its rows point outside its own folder
+    manifest.write_text("path,label\n" + "".join(
+        f"{path},{path.parent.name}\n" for path in sorted(shapes_folder.glob("*/*.png"))))
+    run = tmp_path / "run"
+    commands = [
+        ["curriculum-scores", str(manifest), "--scoring", "random", "--out",
+         str(tmp_path / "scores.csv")],
+        ["finetune", str(manifest), "--out", str(run), *TINY_RUN, "--curriculum", "random",
+         "--pacing", "exponential", "--start", "0.5", "--inc", "2", "--step-length", "2"],
+        ["evaluate", str(run), str(manifest)],
+    ]
+    for command in commands:
+        assert main(command) != 0
+        assert "--allow-outside" in capsys.readouterr().err, command
+        assert main([*command, "--allow-outside"]) == 0, capsys.readouterr().err
+
+
 def test_curriculum_options_are_checked_before_training(shapes_folder, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["finetune", str(shapes_folder), "--out", str(out), *TINY_RUN,

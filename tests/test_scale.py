@@ -94,6 +94,10 @@ def test_sharded_extraction_and_merge_equal_one_process(tmp_path, cluster, sourc
                            out=tmp_path / "d.skops", test_split="0.3")
     assert on_cluster.search.best_params == local.search.best_params
     assert on_cluster.evaluation["accuracy"] == local.evaluation["accuracy"]
+    again.path.unlink()  # the shards of another extraction are never merged into this one
+    with pytest.raises(FeatpipeError, match="holds the shards of an extraction with other"):
+        extract_on_dask(source, tmp_path / "d.h5", dask=cluster.scheduler_address, n_shards=3,
+                        batch_size=8, progress=False, **{**SETTINGS, "pool": "max"})
 
 
 def _kill_worker_running(client, key_part: str, partial, timeout: float = 60) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from featpipe.cli.output import add_source_options
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("curriculum-scores",
@@ -25,6 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    add_source_options(p)
     p.set_defaults(func=run)
 
 
@@ -48,7 +51,8 @@ def run(args) -> int:
     from featpipe.workflows.curriculum import curriculum_scores, write_scores
 
     checked_output(args.out)  # before the work, not after it
-    table = curriculum_scores(args.source, scoring_spec(args), split=args.split)
+    table = curriculum_scores(args.source, scoring_spec(args), split=args.split,
+                              follow_links=args.follow_links, allow_outside=args.allow_outside)
     path = write_scores(args.out, table)
     print(f"wrote {path}: {len(table.ids)} images scored by {table.scoring} "
           f"(mean {table.scores.mean():.3f}, min {table.scores.min():.3f}, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featpipe.cli.output import parse_trust, print_json
+from featpipe.cli.output import add_source_options, parse_trust, print_json
 
 
 def add_parser(sub) -> None:
@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("--report", default=None)
     p.add_argument("--trust", action="append", default=[])
     p.add_argument("--json", action="store_true")
+    add_source_options(p)
     p.set_defaults(func=run)
 
 
@@ -21,7 +22,9 @@ def run(args) -> int:
     from featpipe.workflows.evaluate import evaluate_store
 
     evaluation = evaluate_store(args.model, args.store, split=args.split,
-                                trusted=parse_trust(args.trust), report_dir=args.report)
+                                trusted=parse_trust(args.trust), report_dir=args.report,
+                                follow_links=args.follow_links,
+                                allow_outside=args.allow_outside)
     if args.json:
         print_json(evaluation)
     else:

@@ -80,7 +80,8 @@ def _run_on_dask(args) -> int:
     result = extract_on_dask(args.source, args.out, spec_from_args(args), dask=args.dask,
                              n_shards=args.shards, batch_size=args.batch_size,
                              device=args.device, copy=args.copy, overwrite=args.overwrite,
-                             progress=not args.quiet)
+                             progress=not args.quiet, follow_links=args.follow_links,
+                             allow_outside=args.allow_outside)
     print(f"wrote {result.path}: {result.n_images} images, {result.n_failed} failed, "
           f"{len(result.shards)} shards ({result.resumed_shards} resumed), "
           f"{result.images_per_second:.1f} img/s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from featpipe.cli.curriculum_options import add_curriculum_options, curriculum_spec
+from featpipe.cli.output import add_source_options
 
 
 def add_parser(sub) -> None:
@@ -57,6 +58,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_curriculum_options(p)
+    add_source_options(p)
     p.set_defaults(func=run)
 
 
@@ -103,6 +105,7 @@ def run(args) -> int:
                                                          curriculum=curriculum)
     outcome = run_it(args.source, args.out, spec, features=args.features,
                      overwrite=args.overwrite, device=args.device, workers=args.workers,
-                     progress=not args.quiet, log=lambda line: print(line, file=sys.stderr))
+                     progress=not args.quiet, log=lambda line: print(line, file=sys.stderr),
+                     follow_links=args.follow_links, allow_outside=args.allow_outside)
     print(outcome.summary_line())
     return 0

@@ -50,6 +50,7 @@ def finetune(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
              spec: FinetuneSpec | None = None, *, features=None, overwrite: bool = False,
              train_sampler=None, sampler_settings: dict | None = None, device: str = "auto",
              workers: int | None = None, progress: bool = False, log=None,
+             follow_links: bool = False, allow_outside: bool = False,
              **settings) -> FinetuneOutcome:
     """Fine-tune a backbone with a new head on a labelled source; write the run to ``out``.
 
@@ -69,6 +70,8 @@ def finetune(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
         Replace the featpipe files of an existing RUN_DIR.
     train_sampler, device, workers, progress, log
         See :func:`featpipe.finetuning.loop.train`.
+    follow_links, allow_outside : bool
+        How a path ``source`` is opened (:func:`featpipe.data.sources.open_source`).
     sampler_settings : dict, optional
         JSON values that define ``train_sampler`` (e.g. a curriculum's scoring and pacing);
         recorded with the run's settings, so that a resumed run must use the same sampler.
@@ -80,7 +83,8 @@ def finetune(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
     ...                             epochs=3, image_size=96)              # doctest: +SKIP
     """
     spec = (spec or FinetuneSpec()).replace(**settings)
-    image_set = source if isinstance(source, ImageSet) else open_source(source)
+    image_set = source if isinstance(source, ImageSet) else open_source(
+        source, follow_links=follow_links, allow_outside=allow_outside)
     train_set, val_set = split_train_val(image_set, spec.val_split, spec.seed)
     class_names = sorted(set(train_set.labels) | set(val_set.labels))
     run_dir = _prepare_run_dir(Path(out), overwrite)

@@ -30,6 +30,7 @@ place (a shared filesystem); a relative path is made absolute first.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import zlib
@@ -38,9 +39,9 @@ from pathlib import Path
 
 from featpipe.data.imageset import ImageSet
 from featpipe.data.sources import open_source
-from featpipe.errors import UsageError
+from featpipe.errors import FeatpipeError, UsageError
 from featpipe.extract.run import ExtractionResult, extract
-from featpipe.fileio import checked_output
+from featpipe.fileio import atomic_write, checked_output
 from featpipe.scale.cluster import connect, n_workers
 from featpipe.spec import ExtractionSpec
 from featpipe.store.merge import merge_shards
@@ -49,6 +50,8 @@ from featpipe.store.reader import FeatureStore
 #: Shards per worker by default: a dead worker's redo is half its share, and a slow worker
 #: holds up the end less.
 SHARDS_PER_WORKER = 2
+#: In ``OUT.shards``: what the shards were made of (settings, inputs, batch size), as JSON.
+RUN_FILE = "run.json"
 
 
 @dataclass
@@ -75,6 +78,7 @@ def extract_on_dask(source: str | os.PathLike | ImageSet, out: str | os.PathLike
                     spec: ExtractionSpec | None = None, *, dask: str, n_shards: int | None = None,
                     batch_size: int = 32, device: str = "auto", decode_workers: int = 0,
                     copy: bool = False, overwrite: bool = False, progress: bool = True,
+                    follow_links: bool = False, allow_outside: bool = False,
                     **settings) -> DistributedExtraction:
     """Extract ``source`` on the Dask cluster ``dask`` into shards, then merge them into ``out``.
 
@@ -100,7 +104,11 @@ def extract_on_dask(source: str | os.PathLike | ImageSet, out: str | os.PathLike
     copy : bool
         Merge into a self-contained file instead of virtual datasets over the shards.
     overwrite : bool
-        Replace ``out`` and discard its shards.
+        Replace ``out`` and discard its shards. Without it, the shards of an earlier run of
+        the same extraction (settings, inputs, batch size) are reused, and those of another
+        extraction are refused.
+    follow_links, allow_outside : bool
+        As for :func:`~featpipe.extract.extract` (every worker opens the source with them).
 
     Examples
     --------
@@ -111,17 +119,21 @@ def extract_on_dask(source: str | os.PathLike | ImageSet, out: str | os.PathLike
     if n_shards is not None and n_shards < 1:
         raise UsageError(f"`n_shards` must be >= 1, got {n_shards}")
     out = checked_output(out, overwrite=overwrite)
+    source_options = {"follow_links": follow_links, "allow_outside": allow_outside}
     if not isinstance(source, ImageSet):
         source = str(Path(source).absolute())
-    n_inputs = len(source if isinstance(source, ImageSet) else open_source(source))
-    folder = _shard_folder(out, overwrite)
+    image_set = source if isinstance(source, ImageSet) else open_source(source, **source_options)
+    n_inputs = len(image_set)
+    folder = _shard_folder(out, overwrite, {"settings": spec.cache_key(), "batch_size": batch_size,
+                                            "inputs": image_set.fingerprint()})
     started = time.perf_counter()
     with connect(dask) as client:
         n = min(-(-n_inputs // batch_size), n_shards or SHARDS_PER_WORKER * n_workers(client))
         paths = [folder / f"shard-{k:03d}-of-{n:03d}.h5" for k in range(n)]
         results = _run_shards(client, source, spec, paths, batch_size=batch_size,
                               device=device, decode_workers=decode_workers,
-                              n_inputs=n_inputs, progress=progress)
+                              n_inputs=n_inputs, progress=progress,
+                              source_options=source_options)
     merge_shards(paths, out, copy=copy, overwrite=overwrite)
     store = FeatureStore.open(out)
     return DistributedExtraction(path=out, n_images=len(store.ok_rows),
@@ -129,18 +141,26 @@ def extract_on_dask(source: str | os.PathLike | ImageSet, out: str | os.PathLike
                                  seconds=time.perf_counter() - started, shards=results)
 
 
-def _shard_folder(out: Path, overwrite: bool) -> Path:
+def _shard_folder(out: Path, overwrite: bool, run: dict) -> Path:
+    """``OUT.shards``, holding only shards of the extraction ``run`` describes."""
     folder = out.with_name(out.name + ".shards")
+    marker = folder / RUN_FILE
     if overwrite and folder.is_dir():
-        for stale in folder.glob("shard-*"):
-            stale.unlink()
+        for stale in [*folder.glob("shard-*"), marker]:
+            stale.unlink(missing_ok=True)
     folder.mkdir(exist_ok=True)
+    recorded = json.loads(marker.read_text()) if marker.is_file() else None
+    if (recorded is None and any(folder.glob("shard-*"))) or recorded not in (None, run):
+        raise FeatpipeError(f"{folder} holds the shards of an extraction with other settings, "
+                            "inputs or batch size; pass `overwrite=True` to replace them")
+    if recorded is None:
+        atomic_write(marker, json.dumps(run, sort_keys=True))
     return folder
 
 
 def _run_shards(client, source, spec: ExtractionSpec, paths: list[Path], *, batch_size: int,
-                device: str, decode_workers: int, n_inputs: int,
-                progress: bool) -> list[ExtractionResult]:
+                device: str, decode_workers: int, n_inputs: int, progress: bool,
+                source_options: dict) -> list[ExtractionResult]:
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -149,7 +169,7 @@ def _run_shards(client, source, spec: ExtractionSpec, paths: list[Path], *, batc
     n = len(paths)
     futures = {
         client.submit(extract_shard, source, str(path), spec, (k, n), batch_size, device,
-                      decode_workers, key=f"featpipe-shard-{k}-of-{n}-{spec.cache_key()[:8]}"
+                      decode_workers, source_options, key=f"featpipe-shard-{k}-of-{n}-{spec.cache_key()[:8]}"
                       ): k
         for k, path in enumerate(paths)}
     results: list[ExtractionResult | None] = [None] * n
@@ -163,7 +183,8 @@ def _run_shards(client, source, spec: ExtractionSpec, paths: list[Path], *, batc
 
 
 def extract_shard(source, path: str, spec: ExtractionSpec, shard: tuple[int, int],
-                  batch_size: int, device: str, decode_workers: int) -> ExtractionResult:
+                  batch_size: int, device: str, decode_workers: int,
+                  source_options: dict | None = None) -> ExtractionResult:
     """One Dask task: extract shard ``shard`` of ``source`` into ``path`` on this worker.
 
     A finished shard is kept (re-running the driver does not redo it); an unfinished one
@@ -176,7 +197,8 @@ def extract_shard(source, path: str, spec: ExtractionSpec, shard: tuple[int, int
                                 n_failed=len(store.failures), n_computed=0, seconds=0.0,
                                 resumed=False)
     return extract(source, path, spec, batch_size=batch_size, workers=decode_workers,
-                   device=worker_device(device), shard=shard, align_shard=True, progress=False)
+                   device=worker_device(device), shard=shard, align_shard=True, progress=False,
+                   **(source_options or {}))
 
 
 def worker_device(requested: str) -> str:

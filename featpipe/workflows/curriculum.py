@@ -155,7 +155,8 @@ class ScoreTable:
     scoring: str
 
 
-def curriculum_scores(source, spec: ScoringSpec, *, split: str | None = None) -> ScoreTable:
+def curriculum_scores(source, spec: ScoringSpec, *, split: str | None = None,
+                      follow_links: bool = False, allow_outside: bool = False) -> ScoreTable:
     """Score every image of ``source`` (or of its split ``split``) as ``spec`` says.
 
     Parameters
@@ -166,8 +167,11 @@ def curriculum_scores(source, spec: ScoringSpec, *, split: str | None = None) ->
     split : str, default=None
         Score only the images of this split of the manifest (e.g. ``"train"``: the test images
         then neither train nor tune the scorer).
+    follow_links, allow_outside : bool
+        How a path ``source`` is opened (:func:`featpipe.data.sources.open_source`).
     """
-    images = source if isinstance(source, ImageSet) else open_source(source)
+    images = source if isinstance(source, ImageSet) else open_source(
+        source, follow_links=follow_links, allow_outside=allow_outside)
     if split is not None:
         if images.splits is None or split not in images.splits:
             have = ", ".join(sorted(set(images.splits))) if images.splits else "none"
@@ -240,7 +244,9 @@ def _digest(scores) -> str:
 
 
 def finetune_with_curriculum(source, out, spec: FinetuneSpec, curriculum: CurriculumSpec, *,
-                             device: str = "auto", workers: int | None = None, **options):
+                             device: str = "auto", workers: int | None = None,
+                             follow_links: bool = False, allow_outside: bool = False,
+                             **options):
     """:func:`featpipe.finetuning.run.finetune` through a curriculum.
 
     The training images (the run's own split: validation and ``test`` rows are never scored
@@ -253,7 +259,7 @@ def finetune_with_curriculum(source, out, spec: FinetuneSpec, curriculum: Curric
 
     Parameters
     ----------
-    source, out, spec, device, workers, **options
+    source, out, spec, device, workers, follow_links, allow_outside, **options
         As for :func:`~featpipe.finetuning.run.finetune`.
     curriculum : CurriculumSpec
 
@@ -266,7 +272,8 @@ def finetune_with_curriculum(source, out, spec: FinetuneSpec, curriculum: Curric
     from featpipe.finetuning.run import finetune
 
     validate({"curriculum": curriculum}, {"curriculum": [CurriculumSpec]})
-    images = source if isinstance(source, ImageSet) else open_source(source)
+    images = source if isinstance(source, ImageSet) else open_source(
+        source, follow_links=follow_links, allow_outside=allow_outside)
     train_set, _ = split_train_val(images, spec.val_split, spec.seed)
     trainer = self_taught_spec(spec, curriculum.self_taught_epochs)
     scores = make_scorer(curriculum.scoring, trainer=trainer, workers=workers).score(

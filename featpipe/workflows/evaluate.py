@@ -8,9 +8,10 @@ from featpipe.workflows.data import align_labels, load_compatible
 
 
 def evaluate_store(model_path, store_path, *, split=None, trusted=False,
-                   report_dir=None) -> dict:
+                   report_dir=None, **source_options) -> dict:
     """`featpipe evaluate`: score a model on a labelled store with matching provenance, or a
-    fine-tuning run directory on labelled images (``store_path`` is then an image source)."""
+    fine-tuning run directory on labelled images (``store_path`` is then an image source,
+    opened with ``source_options``: ``follow_links``, ``allow_outside``)."""
     from featpipe.classical.persist import load_model
     from featpipe.finetuning.predict import evaluate_run, is_run_dir
     from featpipe.report.metrics import evaluate
@@ -18,7 +19,7 @@ def evaluate_store(model_path, store_path, *, split=None, trusted=False,
     from featpipe.workflows.predict import images_for_run
 
     if is_run_dir(model_path):
-        evaluation = evaluate_run(model_path, images_for_run(store_path, split))
+        evaluation = evaluate_run(model_path, images_for_run(store_path, split, **source_options))
         if report_dir is not None:
             write_report(report_dir, search=None, evaluation=evaluation,
                          meta={"model": str(model_path), "images": str(store_path)})
