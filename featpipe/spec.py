@@ -63,6 +63,16 @@ def _setting(default, role: str, choices: tuple | None = None, absent=_SAME,
         "rebuilt": rebuilt})
 
 
+def checked_replace(spec, changes: dict, what: str):
+    """``dataclasses.replace(spec, **changes)``; an unknown field is a one-line error."""
+    known = {f.name for f in dataclasses.fields(spec)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise UsageError(f"unknown {what} setting(s) {', '.join(unknown)}; "
+                         f"use {', '.join(sorted(known))}")
+    return dataclasses.replace(spec, **changes)
+
+
 @dataclass(frozen=True)
 class ExtractionSpec:
     """Which features stage 1 extracts: backbone, weights, layers, pooling, size, storage.
@@ -157,12 +167,7 @@ class ExtractionSpec:
 
     def replace(self, **changes) -> ExtractionSpec:
         """A copy with ``changes``; an unknown setting is a one-line error."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise UsageError(f"unknown extraction setting(s) {', '.join(unknown)}; "
-                             f"use {', '.join(sorted(known))}")
-        return dataclasses.replace(self, **changes)
+        return checked_replace(self, changes, "extraction")
 
     def provenance_fields(self) -> dict[str, Any]:
         """The recorded settings, as JSON values (``weights``/``pretrained`` are recorded by the

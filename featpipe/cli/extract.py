@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featpipe.cli.output import add_source_options
+from featpipe.cli.output import add_resize_options, add_source_options
 from featpipe.cli.parsing import batch_size_option, parse_color, parse_layers, parse_shard
 
 
@@ -21,10 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--resize", default=None, choices=["pad", "crop", "squash"],
                    help="pad: keep the whole image, pad to a square (default); crop: shorter "
                         "side to image-size/crop-pct, centre crop; squash: ignore the aspect")
-    p.add_argument("--crop-pct", type=float, default=None,
-                   help="fraction kept by --resize crop, in (0, 1] (default: the weights')")
-    p.add_argument("--pad-color", default="white",
-                   help="padding of --resize pad: white, black, grey, R,G,B or #RRGGBB")
+    add_resize_options(p)
     p.add_argument("--max-pixels", type=int, default=None,
                    help="larger images (width x height) fail as decompression bombs "
                         "(default 200000000)")

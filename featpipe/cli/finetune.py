@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from featpipe.cli.curriculum_options import add_curriculum_options, curriculum_spec
-from featpipe.cli.output import add_source_options
+from featpipe.cli.output import add_resize_options, add_source_options
 
 
 def add_parser(sub) -> None:
@@ -18,10 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--resize", default="pad", choices=["pad", "crop", "squash"],
                    help="how an image becomes the square input (as for extract)")
-    p.add_argument("--crop-pct", type=float, default=None,
-                   help="fraction kept by --resize crop, in (0, 1] (default: the weights')")
-    p.add_argument("--pad-color", default="white",
-                   help="padding of --resize pad: white, black, grey, R,G,B or #RRGGBB")
+    add_resize_options(p)
     p.add_argument("--freeze", default="none", metavar="none|all|N",
                    help="freeze no stage, every stage (head only) or the first N stages of "
                         "the 'stages' list of `featpipe layers`")

@@ -21,6 +21,14 @@ def parse_trust(values: list[str]) -> bool | list[str]:
 
 
 
+def add_resize_options(parser) -> None:
+    """--crop-pct and --pad-color (the details of --resize crop and pad)."""
+    parser.add_argument("--crop-pct", type=float, default=None,
+                        help="fraction kept by --resize crop, in (0, 1] (default: the weights')")
+    parser.add_argument("--pad-color", default="white",
+                        help="padding of --resize pad: white, black, grey, R,G,B or #RRGGBB")
+
+
 def add_source_options(parser) -> None:
     """--follow-links and --allow-outside (see :func:`featpipe.data.sources.open_source`)."""
     parser.add_argument("--follow-links", action="store_true",

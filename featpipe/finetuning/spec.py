@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from featpipe.errors import UsageError
 from featpipe.params import Interval, Options, validate
-from featpipe.spec import DEFAULT_BACKBONE, RESIZE, WHITE
+from featpipe.spec import DEFAULT_BACKBONE, RESIZE, WHITE, checked_replace
 
 FREEZE_WORDS = ("none", "all")
 OPTIMIZERS = ("adamw", "sgd")
@@ -156,12 +156,7 @@ class FinetuneSpec:
 
     def replace(self, **changes) -> FinetuneSpec:
         """A copy with ``changes`` (validated again); an unknown setting is a one-line error."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise UsageError(f"unknown fine-tuning setting(s) {', '.join(unknown)}; "
-                             f"use {', '.join(sorted(known))}")
-        return dataclasses.replace(self, **changes)
+        return checked_replace(self, changes, "fine-tuning")
 
     def describe(self) -> dict:
         """The settings as JSON values: recorded in the summary, compared on resume."""

@@ -31,15 +31,12 @@ import numpy as np
 
 from featpipe.errors import FeatpipeError
 from featpipe.fileio import checked_output, exclusive_lock
-from featpipe.provenance import RESUME_KEYS, with_defaults
+from featpipe.provenance import resume_differences
 from featpipe.store.layout import rows_per_chunk
 from featpipe.store.reader import FeatureStore
 from featpipe.store.writer import write_metadata
 
 #: Provenance keys two shards of one extraction share (all resume keys but their own range).
-SHARD_KEYS = tuple(k for k in RESUME_KEYS if k != "index_range")
-
-
 def open_shards(paths: Sequence[str | os.PathLike]) -> list[FeatureStore]:
     """Open ``paths`` as the shards of one extraction, in input order, or refuse in one line."""
     if not paths:
@@ -57,10 +54,9 @@ def open_shards(paths: Sequence[str | os.PathLike]) -> list[FeatureStore]:
 
 
 def _check_same_extraction(shards: list[FeatureStore]) -> None:
-    first = with_defaults(shards[0].provenance)
     for shard in shards[1:]:
-        other = with_defaults(shard.provenance)
-        differ = [k for k in SHARD_KEYS if first.get(k) != other.get(k)]
+        differ = [k for k in resume_differences(shards[0].provenance, shard.provenance)
+                  if k != "index_range"]  # each shard covers its own range
         if differ:
             raise FeatpipeError(
                 f"{shard.path} is not a shard of the same extraction as {shards[0].path} "
@@ -118,7 +114,10 @@ def merge_shards(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *,
             _write_merged_metadata(f, shards, layout="copy" if copy else "virtual", out=out)
             features = f.create_group("features")
             for name, dim in shards[0].layers.items():
-                (_copy_layer if copy else _map_layer)(features, name, dim, shards, out.parent)
+                if copy:
+                    _copy_layer(features, name, dim, shards)
+                else:
+                    _map_layer(features, name, dim, shards, out.parent)
             f.attrs["complete"] = True
         os.replace(partial, out)
     return out
@@ -149,15 +148,14 @@ def _labels_among(shard: FeatureStore, class_names: list[str]) -> np.ndarray:
     return position[shard.labels]  # -1 (unlabelled) picks the trailing -1
 
 
-def _dataset_of(shard: FeatureStore, name: str):
+def _dtype_of(shard: FeatureStore, name: str):
     with h5py.File(shard.path, "r") as f:
-        ds = f["features"][name]
-        return ds.shape, ds.dtype
+        return f["features"][name].dtype
 
 
 def _map_layer(features: h5py.Group, name: str, dim: int, shards: list[FeatureStore],
                folder: Path) -> None:
-    shape, dtype = _dataset_of(shards[0], name)
+    dtype = _dtype_of(shards[0], name)
     n = sum(s.n_inputs for s in shards)
     layout = h5py.VirtualLayout(shape=(n, dim), dtype=dtype)
     start = 0
@@ -169,9 +167,8 @@ def _map_layer(features: h5py.Group, name: str, dim: int, shards: list[FeatureSt
     features.create_virtual_dataset(name, layout, fillvalue=np.nan)
 
 
-def _copy_layer(features: h5py.Group, name: str, dim: int, shards: list[FeatureStore],
-                folder: Path) -> None:
-    _, dtype = _dataset_of(shards[0], name)
+def _copy_layer(features: h5py.Group, name: str, dim: int, shards: list[FeatureStore]) -> None:
+    dtype = _dtype_of(shards[0], name)
     n = sum(s.n_inputs for s in shards)
     rows = rows_per_chunk(dim, dtype.itemsize, n)
     target = features.create_dataset(name, shape=(n, dim), dtype=dtype, fillvalue=np.nan,
