@@ -176,6 +176,21 @@ def test_out_of_memory_halves_the_micro_batch_and_auto_is_recorded(tmp_path, sha
         extract(shapes_folder, tmp_path / "x.h5", batch_size="big", progress=False, **TINY)
 
 
+def test_a_resumed_auto_batch_size_keeps_the_recorded_one(tmp_path, shapes_folder, monkeypatch):
+    import featpipe.extract.run as run_module
+
+    done = extract(shapes_folder, tmp_path / "a.h5", batch_size=4, progress=False, **TINY).path
+    partial = tmp_path / "b.h5.partial"
+    done.rename(partial)  # an unfinished store of batch size 4 to resume
+
+    def probe(*args):
+        raise AssertionError("a resumed run must not probe: its batches are fixed")
+
+    monkeypatch.setattr(run_module, "auto_batch_size", probe)
+    resumed = extract(shapes_folder, tmp_path / "b.h5", batch_size="auto", progress=False, **TINY)
+    assert resumed.resumed and FeatureStore.open(resumed.path).provenance["batch_size"] == 4
+
+
 def test_compile_pads_the_last_batch_and_matches_eager(tmp_path, shapes_folder, monkeypatch):
     import featpipe.models.capture as capture_module
 

@@ -126,12 +126,14 @@ def extract(source: str | os.PathLike | ImageSet, out: str | os.PathLike,
                                  token_pool=spec.token_pool, force=spec.force,
                                  amp=AMP_DTYPES.get(spec.amp), channels_last=spec.channels_last,
                                  compile=spec.compile).to(dev)
-        if batch_size == "auto":
-            batch_size = auto_batch_size(capture, image_size, dev, len(index))
+        existing = None if overwrite else _partial_provenance(partial)
+        if batch_size == "auto":  # a resumed run keeps its batches (aligned_batches)
+            batch_size = (existing or {}).get("batch_size") or auto_batch_size(
+                capture, image_size, dev, len(index))
         provenance = build_provenance(backbone, capture, spec, whole_set, index, dev)
         provenance["batch_size"] = batch_size
-        resumed = _prepare_partial(partial, provenance, image_set, index, capture.layer_dims,
-                                   spec, overwrite)
+        resumed = _prepare_partial(partial, existing, provenance, image_set, index,
+                                   capture.layer_dims, spec)
         started = time.perf_counter()
         n_computed = _run(partial, image_set, backbone, capture, dev, spec,
                           batch_size=batch_size, workers=workers, progress=progress)
@@ -201,22 +203,30 @@ def build_provenance(backbone: Backbone, capture: FeatureCapture, spec: Extracti
     }
 
 
-def _prepare_partial(partial: Path, provenance: dict, image_set: ImageSet, index: np.ndarray,
-                     layer_dims: dict, spec: ExtractionSpec, overwrite: bool) -> bool:
-    """Create ``partial``, or keep it for resuming. Returns True when resuming."""
-    if partial.exists() and not overwrite:
-        try:
-            existing = FeatureStore.open(partial, allow_partial=True).provenance
-        except FeatpipeError:
-            existing = None  # unreadable (killed mid-write): start over, the result is the same
-        if existing is not None:
-            changed = resume_differences(existing, provenance)
-            if changed:
-                raise FeatpipeError(
-                    f"{partial} holds an unfinished extraction with different settings "
-                    f"({', '.join(changed)}); re-run with the same settings to resume it or "
-                    "pass `overwrite=True` to discard it")
-            return True
+def _partial_provenance(partial: Path) -> dict | None:
+    """The provenance of an unfinished store to resume; None when there is none to resume
+    (absent, or unreadable because killed mid-write: starting over gives the same result)."""
+    if not partial.exists():
+        return None
+    try:
+        return FeatureStore.open(partial, allow_partial=True).provenance
+    except FeatpipeError:
+        return None
+
+
+def _prepare_partial(partial: Path, existing: dict | None, provenance: dict,
+                     image_set: ImageSet, index: np.ndarray, layer_dims: dict,
+                     spec: ExtractionSpec) -> bool:
+    """Create ``partial``, or keep it for resuming (``existing``: its provenance). Returns
+    True when resuming."""
+    if existing is not None:
+        changed = resume_differences(existing, provenance)
+        if changed:
+            raise FeatpipeError(
+                f"{partial} holds an unfinished extraction with different settings "
+                f"({', '.join(changed)}); re-run with the same settings to resume it or "
+                "pass `overwrite=True` to discard it")
+        return True
     StoreWriter.create(
         partial, layer_dims=layer_dims, ids=image_set.ids, labels=image_set.label_indices(),
         class_names=image_set.class_names, splits=image_set.splits, index=index,

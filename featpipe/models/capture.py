@@ -108,6 +108,8 @@ class FeatureCapture(nn.Module):
         _check_choice("method", method, METHODS)
         self.backbone_name = backbone.name
         self.trainable = bool(trainable)
+        if compile and trainable:
+            raise FeatpipeError("`compile` applies to frozen feature extraction only")
         self.layers = tuple(resolve_layers(backbone, layers))
         self.pool, self.token_pool, self.amp = pool, token_pool, amp
         self.channels_last, self.method = channels_last, method
@@ -122,8 +124,6 @@ class FeatureCapture(nn.Module):
         self.model = backbone.model.eval()
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if compile and self.trainable:
-            raise FeatpipeError("`compile` applies to frozen feature extraction only")
         if method == "fx" or compile:
             self.fx_model = _fx_extractor(backbone, self.layers)
         self.compiled = _compiled(self.fx_model, self._pool) if compile else None
