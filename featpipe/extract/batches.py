@@ -19,7 +19,12 @@ from torch.utils.data import DataLoader
 from featpipe.data.imageset import ImageSet
 from featpipe.data.loading import DecodedImages, collate_decoded
 from featpipe.errors import UsageError
-from featpipe.extract.gpu_decode import EncodedImages, collate_encoded, decode_batch
+from featpipe.extract.gpu_decode import (
+    EncodedImages,
+    collate_encoded,
+    decode_batch,
+    device_decoder,
+)
 from featpipe.models.preprocessing import Preprocessing
 from featpipe.spec import DECODE
 
@@ -58,7 +63,9 @@ def image_batches(image_set: ImageSet, preprocessing: Preprocessing, batches: li
         dataset = EncodedImages(image_set, preprocessing, max_pixels)
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                             collate_fn=collate_encoded)
-        return prefetched(decode_batch(items, preprocessing, device) for items in loader)
+        decoder = device_decoder(device)  # once, in this thread
+        return prefetched(decode_batch(items, preprocessing, device, decoder)
+                          for items in loader)
     dataset = DecodedImages(image_set, transform=preprocessing.resize_crop,
                             max_pixels=max_pixels, size_hint=preprocessing.resize_size)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,

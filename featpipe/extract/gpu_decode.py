@@ -140,15 +140,25 @@ def collate_encoded(batch: Sequence[tuple[int, str, object]]):
     return items, packed
 
 
+#: The start of torchvision's deprecation warning for its image decoders.
+_TORCHVISION_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
+
+
 def device_decoder(device: torch.device) -> Callable[[list[torch.Tensor]], list[torch.Tensor]]:
-    """``decode_jpeg(list, device=device)`` as RGB with EXIF orientation, as the CPU path."""
+    """``decode_jpeg(list, device=device)`` as RGB with EXIF orientation, as the CPU path.
+
+    Build it once per run, in the main thread: it silences torchvision's deprecation of its
+    decoders (in favour of TorchCodec, 0.29) by one process-wide filter on that message, since
+    ``warnings.catch_warnings`` around each call is not thread-safe (batches are decoded in a
+    prefetch thread)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    warnings.filterwarnings("ignore", message=_TORCHVISION_DEPRECATION,
+                            category=DeprecationWarning)
+
     def decode(encoded: list[torch.Tensor]) -> list[torch.Tensor]:
-        with warnings.catch_warnings():  # deprecated in favour of TorchCodec (torchvision 0.29)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device,
-                               apply_exif_orientation=True)
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device,
+                           apply_exif_orientation=True)
 
     return decode
 
