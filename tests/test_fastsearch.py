@@ -55,6 +55,24 @@ def test_full_walk_matches_grid_search_scores_and_choice(digits, recipe):
     assert [r["rank"] for r in fast.cv_table] == [r["rank"] for r in plain.cv_table]
 
 
+def test_a_prefix_that_cannot_stream_is_computed_once_per_fold(digits, monkeypatch):
+    from featpipe.classical.recipes import Reduction
+    from featpipe.classical.transformers import ClippedPCA
+
+    X, y = digits
+    pipe, _ = build_recipe(normalize="none", reduce=Reduction("pca", 8), classifier="liblinear")
+    grid = {"clf__C": [0.01, 0.1, 1.0, 10.0]}
+    plain = run_search(pipe, grid, X, y, cv=3)
+    calls = []
+    real = ClippedPCA.transform
+    monkeypatch.setattr(ClippedPCA, "transform",
+                        lambda self, Z: calls.append(len(Z)) or real(self, Z))
+    fast = run_fast_search(pipe, grid, X, y, cv=3, patience=None, coarse_step=1)
+    assert _scores(fast) == pytest.approx(_scores(plain), abs=0)
+    assert len(calls) <= 3 * 2 + 2  # each fold's train and test rows once, not once per C
+    np.testing.assert_array_equal(fast.best_estimator.predict(X), plain.best_estimator.predict(X))
+
+
 @pytest.mark.parametrize("recipe", ["fne", "l2"])
 def test_default_fast_search_picks_the_grid_search_C_and_accuracy(digits, recipe):
     X, y = digits

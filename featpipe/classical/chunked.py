@@ -34,6 +34,12 @@ def _streams(step) -> bool:
     return step == "passthrough" or _learns_nothing_from_rows(step) or hasattr(step, "partial_fit")
 
 
+def streams(preprocess: Pipeline) -> bool:
+    """Whether every step of ``preprocess`` can be fitted and applied a block of rows at a
+    time (PCA and UMAP cannot: their output is small, compute it once instead)."""
+    return all(_streams(step) for _, step in preprocess.steps)
+
+
 def _blocks(X, rows: np.ndarray, preprocess: Pipeline | None) -> Iterator[np.ndarray]:
     for start in range(0, len(rows), CHUNK_ROWS):
         block = X[rows[start : start + CHUNK_ROWS]]
@@ -57,8 +63,8 @@ def fit_rows(preprocess: Pipeline, X, y, rows: np.ndarray) -> Pipeline:
     [4.0, 5.0]
     """
     rows = np.asarray(rows)
-    if is_tensor(X) or not all(_streams(step) for _, step in preprocess.steps):
-        return preprocess.fit(_take(X, rows), None if y is None else y[rows])
+    if is_tensor(X) or not streams(preprocess):
+        return preprocess.fit(take_rows(X, rows), None if y is None else y[rows])
     for i, (_, step) in enumerate(preprocess.steps):
         if step == "passthrough":
             continue
@@ -84,7 +90,7 @@ def transform_rows(preprocess: Pipeline | None, X, rows: np.ndarray,
     """
     rows = np.asarray(rows)
     if is_tensor(X):  # on a device: the rows at once (blocks would only add kernel launches)
-        block = _take(X, rows)
+        block = take_rows(X, rows)
         return block if preprocess is None else preprocess.transform(block)
     out = None
     for start, block in zip(range(0, len(rows), CHUNK_ROWS), _blocks(X, rows, preprocess)):
@@ -97,7 +103,7 @@ def transform_rows(preprocess: Pipeline | None, X, rows: np.ndarray,
     return out
 
 
-def _take(X, rows: np.ndarray):
+def take_rows(X, rows: np.ndarray):
     """``X[rows]``; a tensor is indexed with an index on its own device."""
     if not is_tensor(X):
         return X[rows]

@@ -9,7 +9,9 @@ smallest C, wins), but it
    once per C, streaming the fold's rows where the steps allow
    (:mod:`featpipe.classical.chunked`), and recomputes the fold's preprocessed rows, a block
    at a time, whenever a C is fitted: only the folds being fitted (one per thread) hold a
-   copy of their rows, never all folds at once (recomputing costs a few percent of a fit);
+   copy of their rows, never all folds at once (recomputing costs a few percent of a fit).
+   A prefix that cannot stream (PCA, UMAP) is fitted and applied once per fold instead: its
+   output is small, and UMAP embeds its own training rows by ``fit_transform`` only;
 2. walks C in increasing order, warm-starting ``LogisticRegression`` and featpipe's L-BFGS
    SVM (:class:`~featpipe.classical.linear.LBFGSLinearSVC`, the recipes' default) from the
    previous C's coefficients (liblinear, behind scikit-learn's ``LinearSVC``, has no warm
@@ -56,7 +58,7 @@ from sklearn.metrics import get_scorer
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
-from featpipe.classical.chunked import fit_rows, transform_rows
+from featpipe.classical.chunked import fit_rows, streams, take_rows, transform_rows
 from featpipe.classical.device import is_tensor
 from featpipe.classical.search import (
     DEFAULT_COARSE_STEP,
@@ -125,8 +127,12 @@ class _Fold:
     preprocess: Pipeline | None
     clf: object
     solutions: dict = field(default_factory=dict)  # C -> (coef_, intercept_) of warm starters
+    #: (train rows, test rows) preprocessed once, for a prefix that cannot stream (PCA, UMAP)
+    fixed: tuple | None = None
 
     def rows(self, which: np.ndarray) -> np.ndarray:
+        if self.fixed is not None:
+            return self.fixed[0] if which is self.train else self.fixed[1]
         return transform_rows(self.preprocess, self.X, which, _input_dtype(self.clf))
 
     def score(self, C: float, scorer: Callable) -> tuple[float, float]:
@@ -159,7 +165,9 @@ def _refit(pipeline: Pipeline, C: float, X, y, folds: Sequence[_Fold]) -> Pipeli
     clf = best.steps[-1][1]
     rows = np.arange(len(X))
     Xt = X
-    if len(best.steps) > 1:
+    if len(best.steps) > 1 and not streams(best[:-1]):  # as Pipeline.fit (UMAP: embedding_)
+        Xt = _as_input(best[:-1].fit_transform(X, y), clf)
+    elif len(best.steps) > 1:
         Xt = transform_rows(fit_rows(best[:-1], X, y, rows), X, rows, _input_dtype(clf))
     starts = [fold.solutions[C] for fold in folds if C in fold.solutions]
     if not starts or len(starts) != len(folds) or not _warm_starts(clf):
@@ -186,10 +194,20 @@ def _prepare_fold(pipeline: Pipeline, X, y, train, test, search_tol: float | Non
         clf.set_params(warm_start=True)
     if isinstance(clf, _warm_startable()) and search_tol is not None:
         clf.set_params(tol=max(clf.tol, search_tol))
-    preprocess = None
-    if len(pipeline.steps) > 1:
-        preprocess = fit_rows(clone(pipeline[:-1]), X, y, train)
-    return _Fold(X, y, train, test, preprocess, clf)
+    if len(pipeline.steps) == 1:
+        return _Fold(X, y, train, test, None, clf)
+    preprocess = clone(pipeline[:-1])
+    if streams(preprocess):
+        return _Fold(X, y, train, test, fit_rows(preprocess, X, y, train), clf)
+    fixed = (_as_input(preprocess.fit_transform(take_rows(X, train), y[train]), clf),
+             _as_input(preprocess.transform(take_rows(X, test)), clf))
+    return _Fold(X, y, train, test, preprocess, clf, fixed=fixed)
+
+
+def _as_input(Xt, clf):
+    """``Xt`` as the classifier takes it (NumPy: C-contiguous in its dtype; tensors as are)."""
+    return np.ascontiguousarray(Xt, dtype=_input_dtype(clf)) if isinstance(Xt, np.ndarray) \
+        else Xt
 
 
 class _Path:
