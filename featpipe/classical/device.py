@@ -32,6 +32,8 @@ DEVICE_CLASSIFIERS = ("LBFGSLinearSVC", "LBFGSLogisticRegression", "RidgeProbeCl
 
 def fit_device(device: str):
     """The torch device of ``device`` (``auto``: CUDA when present), None for the NumPy path."""
+    if device == "cpu":
+        return None  # without importing torch: the NumPy recipes may not need it
     from featpipe.models.device import resolve_device
 
     dev = resolve_device(device)

@@ -376,7 +376,8 @@ def run_fast_search(
         path = _Path(folds, get_scorer(scoring), parallel, verbose, on_fit)
         _search_path(path, values, patience, coarse_step)
         best_C = path.best()
-        refit_started = time.perf_counter()
+    refit_started = time.perf_counter()
+    with invalid_grid_values():  # one fit on every row: torch on all of its threads
         best = _refit(pipeline, best_C, X, y, folds)
     finished = time.perf_counter()
     return SearchResult(

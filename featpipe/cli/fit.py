@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -78,7 +77,9 @@ def training_spec(args):
 
 def run(args) -> int:
     if args.device != "cpu" and "scipy" not in sys.modules:  # read when scipy is imported
-        os.environ.setdefault("SCIPY_ARRAY_API", "1")  # (featpipe.classical.device)
+        from featpipe.classical.device import enable_array_api
+
+        enable_array_api()
     from featpipe.cli import as_flags
     from featpipe.workflows.fit import fit_store
 

@@ -311,9 +311,11 @@ def _streaming_reason(store: FeatureStore, layers: list[str], spec: TrainingSpec
 
 def _fit_streaming(store: FeatureStore, layers: list[str], spec: TrainingSpec, **rows):
     """The out-of-core fit: search, evaluation, the layers' columns and the training rows."""
+    from featpipe.classical.device import fit_device
     from featpipe.workflows.streaming import fit_store_streaming
 
-    if spec.dask or spec.device != "cpu":
+    on_gpu = spec.device != "cpu" and (spec.device != "auto" or fit_device("auto") is not None)
+    if spec.dask or on_gpu:  # `auto` without a GPU is the CPU
         raise FeatpipeError(f"`{'dask' if spec.dask else 'device'}` applies to the in-memory "
                             "search; the out-of-core recipe runs on NumPy in this process "
                             "(drop one of them)")
