@@ -136,3 +136,21 @@ def test_command_line_says_when_it_streams(tmp_path, blobs):
     assert "drop --stats-from or raise --memory-budget" in refused.stderr
     bad = subprocess.run(base + ["--memory-budget", "lots"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--memory-budget 'lots' is not a size" in bad.stderr
+
+
+def test_a_test_store_leaves_every_training_row_in_and_is_checked_before_training(
+        tmp_path, blobs, monkeypatch):
+    import featpipe.workflows.streaming as streaming
+
+    store = FeatureStore.open(blobs)
+    train, held = streaming.training_rows(store, test=str(blobs))
+    assert held is None and sorted(train.tolist()) == store.index[store.ok_rows].tolist()
+    other = write_blobs(tmp_path / "other.h5", 200, 64, n_classes=5)  # class c4 is unknown
+
+    def never(*args, **kwargs):
+        raise AssertionError("the test store must be refused before the out-of-core training")
+
+    monkeypatch.setattr(streaming, "fit_streaming", never)
+    with pytest.raises(FeatpipeError, match="classes c4 are not among the model's classes"):
+        fit_store(blobs, TrainingSpec(streaming=True, max_iter=1), out=tmp_path / "m.skops",
+                  test=other)

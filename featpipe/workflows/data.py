@@ -14,6 +14,24 @@ from featpipe.provenance import check_same_features
 from featpipe.store.reader import FeatureSet, FeatureStore
 
 
+def check_trainable(store: FeatureStore) -> None:
+    """Refuse, in one line, a store with no extracted rows or no labels to train on."""
+    if not len(store.ok_rows):
+        raise FeatpipeError(f"{store.path.name} holds no successfully extracted images "
+                            f"({len(store.failures)} failed); see 'featpipe info {store.path}'")
+    if not store.has_labels:
+        raise FeatpipeError(f"{store.path.name} has no labels; extract from a class-per-folder "
+                            "directory or a manifest with a label column to train")
+
+
+def check_known_classes(present, class_names: list[str]) -> None:
+    """Refuse labels (``present``: class names) that are not among the model's classes."""
+    unknown = sorted(set(present) - set(class_names))
+    if unknown:
+        raise FeatpipeError(f"classes {', '.join(unknown)} are not among the model's classes "
+                            f"({', '.join(class_names)})")
+
+
 def split_train_test(store: FeatureStore, layers: list[str], *, test=None, test_split=None,
                      train_split=None, seed: int = 0, defer_held_out: bool = False,
                      ) -> tuple[FeatureSet, FeatureSet | Callable[[], FeatureSet] | None]:
@@ -24,12 +42,7 @@ def split_train_test(store: FeatureStore, layers: list[str], *, test=None, test_
     ``defer_held_out`` returns a split's held-out rows as a function that loads them (the split
     is checked now), so that they are not in memory while the model is tuned.
     """
-    if not len(store.ok_rows):
-        raise FeatpipeError(f"{store.path.name} holds no successfully extracted images "
-                            f"({len(store.failures)} failed); see 'featpipe info {store.path}'")
-    if not store.has_labels:
-        raise FeatpipeError(f"{store.path.name} has no labels; extract from a class-per-folder "
-                            "directory or a manifest with a label column to train")
+    check_trainable(store)
     if test is not None:
         held_out = load_compatible(FeatureStore.open(test), store.provenance, layers)
         train = store.load(layers, split=train_split)
@@ -98,10 +111,7 @@ def align_labels(data: FeatureSet, class_names: list[str]) -> FeatureSet:
         raise FeatpipeError("the evaluation store has no labels")
     if list(data.class_names) == list(class_names):
         return data
-    unknown = sorted(set(data.class_names[i] for i in np.unique(data.y)) - set(class_names))
-    if unknown:
-        raise FeatpipeError(f"classes {', '.join(unknown)} are not among the model's classes "
-                            f"({', '.join(class_names)})")
+    check_known_classes((data.class_names[i] for i in np.unique(data.y)), class_names)
     mapping = np.array([class_names.index(n) if n in class_names else -1
                         for n in data.class_names])
     aligned = data.subset(slice(None))

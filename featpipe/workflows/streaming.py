@@ -16,7 +16,12 @@ from featpipe.classical.streaming import StreamingSpec, fit_streaming, process_m
 from featpipe.errors import FeatpipeError, UsageError
 from featpipe.provenance import check_same_features, model_provenance
 from featpipe.store.reader import FeatureStore
-from featpipe.workflows.data import fraction_of, stratified_positions
+from featpipe.workflows.data import (
+    check_known_classes,
+    check_trainable,
+    fraction_of,
+    stratified_positions,
+)
 
 #: float32 copies of the training matrix the in-memory search holds at its peak (the loaded X,
 #: the selected/standardized copies, liblinear's float64 and sparse copies: ~6x, GUIDE s.7).
@@ -58,10 +63,15 @@ def needs_streaming(store: FeatureStore, layers: list[str], budget: int | None) 
             "fitting out of core (streaming SGD, batches from the store)")
 
 
-def training_rows(store: FeatureStore, *, test_split=None, train_split=None, seed: int = 0):
+def training_rows(store: FeatureStore, *, test=None, test_split=None, train_split=None,
+                  seed: int = 0):
     """(train, held-out) input indices, chosen like the in-memory path chooses rows, from the
-    store's labels and splits alone (held-out None when there is none)."""
+    store's labels and splits alone (held-out None when there is none, or when ``test``, another
+    store, holds it)."""
+    check_trainable(store)
     ok = store.ok_rows
+    if test is not None:
+        return store.index[store.select_rows(split=train_split)], None
     fraction = fraction_of(test_split)
     if fraction is not None:
         train = store.select_rows(split=train_split)
@@ -87,8 +97,10 @@ def fit_store_streaming(store: FeatureStore, layers: list[str], spec, *, test=No
     streaming = StreamingSpec(memory_budget=spec.memory_budget, seed=spec.seed,
                               **({"max_epochs": spec.max_iter} if spec.max_iter else {}))
     test_store = FeatureStore.open(test) if test is not None else None
-    train_rows, held_rows = training_rows(store, test_split=None if test else test_split,
+    train_rows, held_rows = training_rows(store, test=test, test_split=test_split,
                                           train_split=train_split, seed=spec.seed)
+    if test_store is not None:  # refused now, not after the out-of-core training
+        _check_test_store(test_store, store, layers)
     result = fit_streaming(store, train_rows, layers, streaming)
     search = SearchResult(
         best_estimator=result.pipeline, best_params={"clf__alpha": result.best_alpha},
@@ -99,8 +111,6 @@ def fit_store_streaming(store: FeatureStore, layers: list[str], spec, *, test=No
                   for a, s in result.validation_scores.items()],
         extra={"search": result.describe()})
     if test_store is not None:
-        expected = model_provenance(store.provenance, store.layer_slices(layers))
-        check_same_features(expected, test_store.provenance, test_store.path.name)
         held_store, held_rows = test_store, test_store.index[test_store.ok_rows]
     else:
         held_store = store
@@ -109,6 +119,16 @@ def fit_store_streaming(store: FeatureStore, layers: list[str], spec, *, test=No
         evaluation = _score(result.pipeline, held_store, held_rows, layers,
                             store.class_names, result.batch_rows, score_predictions)
     return search, evaluation
+
+
+def _check_test_store(test_store: FeatureStore, store: FeatureStore, layers) -> None:
+    expected = model_provenance(store.provenance, store.layer_slices(layers))
+    check_same_features(expected, test_store.provenance, test_store.path.name)
+    if not test_store.has_labels:
+        raise FeatpipeError("the evaluation store has no labels")
+    labels = test_store.labels[test_store.ok_rows]
+    check_known_classes((test_store.class_names[i] for i in np.unique(labels[labels >= 0])),
+                        store.class_names)
 
 
 def _score(pipeline, store: FeatureStore, rows, layers, class_names, batch_rows, score):
