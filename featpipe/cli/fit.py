@@ -81,8 +81,10 @@ def run(args) -> int:
 
         enable_array_api()
     from featpipe.cli import as_flags
+    from featpipe.resources import return_freed_blocks_to_the_system
     from featpipe.workflows.fit import fit_store
 
+    return_freed_blocks_to_the_system()  # fold copies come and go (featpipe.resources)
     spec = training_spec(args)
     outcome = fit_store(args.store, spec, out=args.out, test=args.test,
                         test_split=args.test_split, train_split=args.train_split,
