@@ -137,12 +137,49 @@ def test_refit_is_an_ordinary_pipeline_and_threads_give_the_same_result(digits):
 
 def test_other_grids_fall_back_to_grid_search(digits):
     X, y = digits
-    pipe, grid = build_recipe("umap-knn")
-    assert fast_search_applies(pipe, grid) is not None
-    pipe, grid = build_recipe(normalize="standard", classifier="knn")
-    result = run_fast_search(pipe, {"clf__n_neighbors": [1, 3]}, X, y, cv=3)
+    pipe, _ = build_recipe(normalize="standard", classifier="knn")
+    result = run_fast_search(pipe, {"clf__n_neighbors": [1, 3], "clf__weights": ["uniform"]},
+                             X, y, cv=3)
     assert result.extra["search"] == "grid"
-    assert "clf__n_neighbors" in result.extra["fast_search_skipped"]
+    assert "not one parameter of the classifier" in result.extra["fast_search_skipped"]
+    pipe, _ = build_recipe("fne")
+    assert "discretize__high" in fast_search_applies(pipe, {"discretize__high": [0.1, 0.2]})
+
+
+def test_a_grid_over_another_classifier_parameter_matches_grid_search(digits, monkeypatch):
+    """k of the nearest neighbours after PCA: every value is scored as GridSearchCV scores it
+    (the first best of the grid's order wins), with the prefix fitted and applied once per
+    fold; the grid is not sorted, so the tie-break follows its order."""
+    from featpipe.classical.recipes import Reduction
+    from featpipe.classical.transformers import ClippedPCA
+
+    X, y = digits
+    pipe, _ = build_recipe(normalize="standard", reduce=Reduction("pca", 8), classifier="knn")
+    grid = {"clf__n_neighbors": [9, 1, 3, 5, 7]}
+    plain = run_search(pipe, grid, X, y, cv=3)
+    calls = {"transform": 0}
+    transform = ClippedPCA.transform
+
+    def counted(self, X):
+        calls["transform"] += 1
+        return transform(self, X)
+
+    monkeypatch.setattr(ClippedPCA, "transform", counted)
+    run_fast_search(pipe, {"clf__n_neighbors": [1]}, X, y, cv=3)
+    per_search = calls["transform"]
+    calls["transform"] = 0
+    fast = run_fast_search(pipe, grid, X, y, cv=3)
+    assert fast.extra["search"] == "fast" and fast.extra["evaluated"] == [9, 1, 3, 5, 7]
+    assert fast.best_params == plain.best_params
+    assert fast.best_score == plain.best_score
+
+    def scores(result):
+        return [(r["params"], r["mean_test_score"], r["rank"]) for r in result.cv_table]
+
+    assert sorted(scores(fast), key=str) == sorted(scores(plain), key=str)
+    assert calls["transform"] == per_search  # each fold once, not once per value
+    assert fast.best_estimator.named_steps["clf"].n_neighbors == plain.best_params[
+        "clf__n_neighbors"]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -193,7 +230,7 @@ def test_search_dispatches_as_configured(digits, monkeypatch):
 def test_search_config_options_reach_the_search(digits):
     X, y = digits
     pipe, _ = build_recipe(normalize="standard", classifier="knn")
-    result = search(pipe, {"clf__n_neighbors": [1, 3]}, X, y,
+    result = search(pipe, {"clf__n_neighbors": [1, 3], "clf__weights": ["distance"]}, X, y,
                     SearchConfig(cv=4, scoring="balanced_accuracy"))
     assert result.extra["search"] == "grid" and "fast_search_skipped" in result.extra
     assert (result.n_splits, result.scoring) == (4, "balanced_accuracy")

@@ -1,4 +1,4 @@
-"""Fast cross-validated search of ``clf__C``: the default search of the linear recipes.
+"""Fast cross-validated search of one classifier parameter: the default search of the recipes.
 
 :func:`run_fast_search` returns the same :class:`~featpipe.classical.search.SearchResult` as
 :func:`~featpipe.classical.search.run_search` and scores a candidate exactly as ``GridSearchCV`` does
@@ -30,11 +30,17 @@ smallest C, wins), but it
    within 0.25 points (one image in 400); the chosen C is what matters in a search, not the
    last digits of the objective.
 
+A grid over one other parameter of the classifier (the ``umap-knn`` recipe's
+``clf__n_neighbors``) gets steps 1 and 5 only: every value is evaluated, in the grid's order,
+and the first best wins, as in ``GridSearchCV``. With a prefix that cannot stream, each fold is
+then embedded once instead of once per value (``GridSearchCV`` caches the fitted prefix, but
+transforms the held-out rows again for every value: for UMAP, a layout optimisation each time).
+
 Steps 3, 4 and 6 are heuristics: 3 and 4 skip candidates, so they can miss a better C that a
 full grid would find after a dip of the CV score, and 6 can move a fold's score by an image.
 ``patience=None, coarse_step=1, search_tol=None`` evaluates every candidate exactly as
-``GridSearchCV`` does. Grids over anything but ``clf__C``, classifiers without warm-startable
-or liblinear solvers, and inputs that are neither NumPy arrays nor torch tensors (a tensor's
+``GridSearchCV`` does. Grids over more than one parameter or over a preprocessing step, a
+``clf__C`` grid of classifiers without warm-startable or liblinear solvers, and inputs that are neither NumPy arrays nor torch tensors (a tensor's
 folds are preprocessed whole, on its device: :mod:`featpipe.classical.device`) are searched by
 :func:`~featpipe.classical.search.run_search` instead; ``SearchResult.extra["search"]`` says
 which search ran.
@@ -102,23 +108,32 @@ def fast_search_applies(pipeline: Pipeline, param_grid: Mapping[str, Sequence], 
     >>> pipe, grid = build_recipe("fne")
     >>> fast_search_applies(pipe, grid) is None
     True
-    >>> fast_search_applies(*build_recipe("umap-knn"))
-    'the grid tunes clf__n_neighbors, not only clf__C'
+    >>> fast_search_applies(*build_recipe("umap-knn")) is None
+    True
+    >>> fast_search_applies(pipe, {"clf__C": [1.0], "clf__tol": [1e-4]})
+    'the grid tunes clf__C, clf__tol, not one parameter of the classifier'
     """
-    if set(param_grid) != {PARAM}:
-        return f"the grid tunes {', '.join(param_grid) or 'nothing'}, not only {PARAM}"
+    names = list(param_grid)
+    if len(names) != 1 or not _is_classifier_parameter(names[0]):
+        return (f"the grid tunes {', '.join(names) or 'nothing'}, not one parameter of the "
+                "classifier")
     clf = pipeline.steps[-1][1]
-    if not isinstance(clf, (LinearSVC, LogisticRegression, *_warm_startable())):
+    if names[0] == PARAM and not isinstance(clf, (LinearSVC, LogisticRegression,
+                                                  *_warm_startable())):
         return f"{type(clf).__name__} is not a linear SVM or logistic regression"
     if X is not None and not (isinstance(X, np.ndarray) or is_tensor(X)):
         return f"the features are a {type(X).__name__}, not a NumPy array or torch tensor"
     return None
 
 
+def _is_classifier_parameter(name: str) -> bool:
+    return name.startswith("clf__") and "__" not in name[len("clf__"):]
+
+
 @dataclass
 class _Fold:
     """One fold: its rows of the shared ``X``, its fitted preprocessing and its classifier (kept
-    for warm starts). The preprocessed rows exist only while a C is fitted and scored."""
+    for warm starts). The preprocessed rows exist only while a value is fitted and scored."""
 
     X: np.ndarray
     y: np.ndarray
@@ -129,22 +144,23 @@ class _Fold:
     solutions: dict = field(default_factory=dict)  # C -> (coef_, intercept_) of warm starters
     #: (train rows, test rows) preprocessed once, for a prefix that cannot stream (PCA, UMAP)
     fixed: tuple | None = None
+    param: str = PARAM  #: the searched parameter
 
     def rows(self, which: np.ndarray) -> np.ndarray:
         if self.fixed is not None:
             return self.fixed[0] if which is self.train else self.fixed[1]
         return transform_rows(self.preprocess, self.X, which, _input_dtype(self.clf))
 
-    def score(self, C: float, scorer: Callable) -> tuple[float, float]:
-        """Fit the classifier at ``C``; return (test score, fit seconds)."""
-        self.clf.set_params(C=C)
+    def score(self, value, scorer: Callable) -> tuple[float, float]:
+        """Fit the classifier at ``value`` of its parameter; return (test score, fit seconds)."""
+        self.clf.set_params(**{self.param[len("clf__"):]: value})
         X_train = self.rows(self.train)
         started = time.perf_counter()
         self.clf.fit(X_train, self.y[self.train])
         seconds = time.perf_counter() - started
         del X_train
-        if _warm_starts(self.clf):
-            self.solutions[C] = (self.clf.coef_.copy(), self.clf.intercept_.copy())
+        if self.param == PARAM and _warm_starts(self.clf):
+            self.solutions[value] = (self.clf.coef_.copy(), self.clf.intercept_.copy())
         return float(scorer(self.clf, self.rows(self.test), self.y[self.test])), seconds
 
 
@@ -157,11 +173,11 @@ def _warm_starts(clf) -> bool:
     return isinstance(clf, (LogisticRegression, *_warm_startable()))
 
 
-def _refit(pipeline: Pipeline, C: float, X, y, folds: Sequence[_Fold]) -> Pipeline:
-    """``pipeline`` at ``C`` fitted on all of ``X``; a warm-startable classifier starts from
-    the folds' mean solution at ``C`` (the same convex problem on 25 % more rows, so it needs
-    fewer iterations) and is saved with the pipeline's own ``warm_start``."""
-    best = clone(pipeline).set_params(**{PARAM: C})
+def _refit(pipeline: Pipeline, param: str, value, X, y, folds: Sequence[_Fold]) -> Pipeline:
+    """``pipeline`` at ``param=value`` fitted on all of ``X``; a warm-startable classifier
+    starts from the folds' mean solution at that C (the same convex problem on 25 % more rows,
+    so it needs fewer iterations) and is saved with the pipeline's own ``warm_start``."""
+    best = clone(pipeline).set_params(**{param: value})
     clf = best.steps[-1][1]
     rows = np.arange(len(X))
     Xt = X
@@ -169,7 +185,7 @@ def _refit(pipeline: Pipeline, C: float, X, y, folds: Sequence[_Fold]) -> Pipeli
         Xt = _as_input(best[:-1].fit_transform(X, y), clf)
     elif len(best.steps) > 1:
         Xt = transform_rows(fit_rows(best[:-1], X, y, rows), X, rows, _input_dtype(clf))
-    starts = [fold.solutions[C] for fold in folds if C in fold.solutions]
+    starts = [fold.solutions[value] for fold in folds if value in fold.solutions]
     if not starts or len(starts) != len(folds) or not _warm_starts(clf):
         clf.fit(Xt, y)
         return best
@@ -183,25 +199,28 @@ def _refit(pipeline: Pipeline, C: float, X, y, folds: Sequence[_Fold]) -> Pipeli
 
 
 def _warm_startable() -> tuple[type, ...]:
-    from featpipe.classical.linear import LBFGSLinearSVC, LBFGSLogisticRegression
+    """featpipe's L-BFGS classifiers; none when their module (and torch) is not imported, as
+    then no classifier can be one of them (a k-NN search imports no torch)."""
+    linear = sys.modules.get("featpipe.classical.linear")
+    return () if linear is None else (linear.LBFGSLinearSVC, linear.LBFGSLogisticRegression)
 
-    return LBFGSLinearSVC, LBFGSLogisticRegression
 
-
-def _prepare_fold(pipeline: Pipeline, X, y, train, test, search_tol: float | None) -> _Fold:
+def _prepare_fold(pipeline: Pipeline, param: str, X, y, train, test,
+                  search_tol: float | None) -> _Fold:
     clf = clone(pipeline.steps[-1][1])
-    if _warm_starts(clf):
+    if param == PARAM and _warm_starts(clf):
         clf.set_params(warm_start=True)
     if isinstance(clf, _warm_startable()) and search_tol is not None:
         clf.set_params(tol=max(clf.tol, search_tol))
     if len(pipeline.steps) == 1:
-        return _Fold(X, y, train, test, None, clf)
+        return _Fold(X, y, train, test, None, clf, param=param)
     preprocess = clone(pipeline[:-1])
     if streams(preprocess):
-        return _Fold(X, y, train, test, fit_rows(preprocess, X, y, train), clf)
+        return _Fold(X, y, train, test, fit_rows(preprocess, X, y, train), clf, param=param)
     fixed = (_as_input(preprocess.fit_transform(take_rows(X, train), y[train]), clf),
              _as_input(preprocess.transform(take_rows(X, test)), clf))
-    return _Fold(X, y, train, test, preprocess, clf, fixed=fixed)
+    # the fitted prefix is not kept: UMAP holds its training rows
+    return _Fold(X, y, train, test, None, clf, fixed=fixed, param=param)
 
 
 def _as_input(Xt, clf):
@@ -211,46 +230,54 @@ def _as_input(Xt, clf):
 
 
 class _Path:
-    """Mean CV scores of the C values evaluated so far, in evaluation order."""
+    """Mean CV scores of the values of ``param`` evaluated so far; ``order`` is the candidates'
+    order (ascending C, else the grid's), in which the first best wins."""
 
-    def __init__(self, folds, scorer, parallel, verbose, on_fit=None):
+    def __init__(self, param, order, folds, scorer, parallel, verbose, on_fit=None):
+        self.param, self.order = param, order
         self.folds, self.scorer, self.parallel, self.verbose = folds, scorer, parallel, verbose
         self.on_fit = on_fit or (lambda n: None)
-        self.rows: dict[float, dict] = {}
+        self.rows: dict = {}
 
-    def mean(self, C: float) -> float:
-        if C not in self.rows:
-            results = self.parallel(delayed(fold.score)(C, self.scorer) for fold in self.folds)
+    def mean(self, value) -> float:
+        if value not in self.rows:
+            results = self.parallel(delayed(fold.score)(value, self.scorer)
+                                    for fold in self.folds)
             scores = np.array([score for score, _ in results])
-            self.rows[C] = {
-                "params": {PARAM: C},
+            self.rows[value] = {
+                "params": {self.param: value},
                 "mean_test_score": float(np.mean(scores)),
                 "std_test_score": float(np.std(scores)),
                 "mean_fit_time": float(np.mean([seconds for _, seconds in results])),
             }
             self.on_fit(len(self.folds))
             if self.verbose:
-                print(f"[fast search] C={C:.4g}: {self.rows[C]['mean_test_score']:.4f}")
-        return self.rows[C]["mean_test_score"]
+                print(f"[fast search] {self.param}={value!r}: "
+                      f"{self.rows[value]['mean_test_score']:.4f}")
+        return self.rows[value]["mean_test_score"]
 
-    def walk(self, values: Sequence[float], patience: int | None) -> None:
+    def walk(self, values: Sequence, patience: int | None) -> None:
         """Evaluate ``values`` in order until ``patience`` successive ones do not improve."""
         best, since_best = -math.inf, 0
-        for C in values:
-            score = self.mean(C)
+        for value in values:
+            score = self.mean(value)
             best, since_best = (score, 0) if score > best else (best, since_best + 1)
             if patience is not None and since_best >= patience:
                 return
 
-    def best(self) -> float:
-        """The C of the highest mean score; the smallest such C on ties (as GridSearchCV)."""
-        evaluated = sorted(self.rows)
-        return evaluated[int(np.argmax([self.rows[C]["mean_test_score"] for C in evaluated]))]
+    def _evaluated(self) -> list:
+        return [value for value in self.order if value in self.rows]
+
+    def best(self):
+        """The value of the highest mean score; the first in ``order`` on ties (as
+        GridSearchCV: the smallest C)."""
+        evaluated = self._evaluated()
+        return evaluated[int(np.argmax([self.rows[v]["mean_test_score"] for v in evaluated]))]
 
     def table(self) -> list[dict]:
-        evaluated = sorted(self.rows)
-        ranks = rankdata([-self.rows[C]["mean_test_score"] for C in evaluated], method="min")
-        return [{**self.rows[C], "rank": int(r)} for C, r in zip(evaluated, ranks)]
+        evaluated = self._evaluated()
+        ranks = rankdata([-self.rows[v]["mean_test_score"] for v in evaluated], method="min")
+        return [{**self.rows[v], "rank": int(r)} for v, r in zip(evaluated, ranks)]
 
 
 @contextmanager
@@ -272,11 +299,18 @@ def _torch_threads(n: int):
         torch.set_num_threads(saved)
 
 
-def _c_values(grid: Mapping[str, list]) -> list[float]:
-    return sorted({float(C) for C in grid[PARAM]})
+def _candidates(grid: Mapping[str, list]) -> tuple[str, list]:
+    """The grid's parameter and its distinct values: C ascending, others in the grid's order."""
+    (param, values), = grid.items()
+    if param == PARAM:
+        return param, sorted({float(C) for C in values})
+    return param, list(dict.fromkeys(values))
 
 
-def _search_path(path: _Path, values: list[float], patience, coarse_step: int) -> None:
+def _search_path(path: _Path, values: list, patience, coarse_step: int) -> None:
+    if path.param != PARAM:  # the heuristics are C's: evaluate every value
+        path.walk(values, None)
+        return
     if len(values) <= MAX_FINE_GRID or coarse_step <= 1:
         path.walk(values, patience)
         return
@@ -303,21 +337,23 @@ def run_fast_search(
     on_fit: Callable[[int], object] | None = None,
     **grid_options,
 ) -> SearchResult:
-    """Cross-validated search of ``clf__C`` with preprocessing once per fold (see module notes).
+    """Cross-validated search of one classifier parameter with preprocessing once per fold
+    (see module notes).
 
     Parameters
     ----------
     pipeline : Pipeline
         Ending in a ``clf`` step; it is cloned, not modified.
     param_grid : dict
-        ``{"clf__C": [...]}``; any other grid is handed to :func:`run_search`.
+        ``{"clf__C": [...]}`` or one other ``clf__`` parameter; any other grid is handed to
+        :func:`run_search`.
     X : ndarray or torch tensor of shape (n_samples, n_features)
     y : array of shape (n_samples,)
     cv : int or CV splitter, default=5
         Number of stratified folds (shuffled with ``random_state``), as :func:`run_search`.
     scoring : {"accuracy", "balanced_accuracy"}, default="accuracy"
     n_jobs : int or None, default=None
-        Threads running the folds of one C; None: one per core (at most one per fold).
+        Threads running the folds of one value; None: one per core (at most one per fold).
     random_state : int or None, default=0
     patience : int or None, default=2
         Stop the walk up the C grid after this many values without improvement; None never
@@ -331,7 +367,7 @@ def run_fast_search(
     class_names : sequence of str, default=None
         Names used in error messages.
     on_fit : callable, optional
-        Called with the number of fits done after each evaluated C (progress).
+        Called with the number of fits done after each evaluated value (progress).
     **grid_options
         Passed to :func:`run_search` when the fast search does not apply (``halving``,
         ``cache_dir``, ``cache``).
@@ -339,7 +375,7 @@ def run_fast_search(
     Returns
     -------
     SearchResult
-        ``extra`` records the search (``"fast"``), the evaluated C values in order and the
+        ``extra`` records the search (``"fast"``), the evaluated values in order and the
         number of candidates.
 
     Examples
@@ -366,24 +402,24 @@ def run_fast_search(
 
     y = np.asarray(y)
     splits = list(make_splitter(cv, random_state).split(X, y))
-    values = _c_values(grid)
+    param, values = _candidates(grid)
     started = time.perf_counter()
     n_threads = min(len(splits), available_cores()) if n_jobs is None else n_jobs
     with Parallel(n_jobs=n_threads, prefer="threads") as parallel, invalid_grid_values(), \
             _torch_threads(1):  # results then do not depend on n_jobs
         # One fold at a time: fitting a preprocessing may copy the fold's rows.
-        folds = [_prepare_fold(pipeline, X, y, tr, te, search_tol) for tr, te in splits]
-        path = _Path(folds, get_scorer(scoring), parallel, verbose, on_fit)
+        folds = [_prepare_fold(pipeline, param, X, y, tr, te, search_tol) for tr, te in splits]
+        path = _Path(param, values, folds, get_scorer(scoring), parallel, verbose, on_fit)
         _search_path(path, values, patience, coarse_step)
-        best_C = path.best()
+        best_value = path.best()
     refit_started = time.perf_counter()
     with invalid_grid_values():  # one fit on every row: torch on all of its threads
-        best = _refit(pipeline, best_C, X, y, folds)
+        best = _refit(pipeline, param, best_value, X, y, folds)
     finished = time.perf_counter()
     return SearchResult(
         best_estimator=best,
-        best_params={PARAM: best_C},
-        best_score=path.rows[best_C]["mean_test_score"],
+        best_params={param: best_value},
+        best_score=path.rows[best_value]["mean_test_score"],
         cv_table=path.table(),
         fit_seconds=finished - started,
         refit_seconds=finished - refit_started,
