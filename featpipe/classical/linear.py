@@ -8,8 +8,8 @@ intercept). Both are solved with ``torch.optim.LBFGS`` (strong Wolfe line search
 ``(n_columns, n_features + 1)`` parameter matrix: all classes at once.
 
 Float32, C-contiguous NumPy input is wrapped with ``torch.from_numpy`` (no copy); other input
-is converted to float32 once. Each loss/gradient evaluation makes two passes over ``X``
-(``W @ X.T`` and ``G @ X``) and allocates only ``n_columns x n_samples`` and
+is converted to float32 once. Each loss/gradient evaluation computes ``W @ X.T`` and ``G @ X``
+(a block of rows at a time on the CPU) and allocates only ``n_columns x n_samples`` and
 ``n_columns x n_features`` temporaries, so a fit needs little memory beyond ``X`` (0.1-0.5x
 the float32 ``X`` measured, against 6x for liblinear, which copies ``X`` to float64 and into
 its sparse format).
@@ -45,6 +45,10 @@ HISTORY_SIZE = 10
 # A step whose objective change is below this is no progress in float32.
 TOLERANCE_CHANGE = 1e-12
 LOSSES = ("squared_hinge", "multinomial", "binomial")
+#: Rows of ``X`` per block of an evaluation on the CPU (:class:`Objective`): 512 x 3,120 float32
+#: features are 6.4 MB, which stay in the cache between the block's two products (256 and
+#: 1,024 rows were slower here).
+BLOCK_ROWS = 512
 
 
 def as_float32_tensor(X: np.ndarray, device: str) -> torch.Tensor:
@@ -65,6 +69,12 @@ class Objective:
     ``W @ X.T`` and ``G @ X`` were 2-5x faster than ``X @ W.T`` and ``X.T @ G`` with torch's
     MKL on AMD EPYC. The loss is the mean over samples; the penalty ``0.5 / (C n) ||w||^2``.
 
+    On the CPU the samples are taken :data:`BLOCK_ROWS` at a time, scores and gradient of a
+    block together, so that ``X`` is read from memory once per evaluation instead of twice
+    (the block's second use comes from the cache): on 6,400 x 3,120 features, 10 classes, one
+    thread, an evaluation took 23.5-24.3 ms instead of 27.3-29.3 ms (squared hinge) and
+    24.4-27.3 ms instead of 29.5-30.6 ms (multinomial). A GPU takes all rows at once.
+
     Parameters
     ----------
     X : tensor of shape (n_samples, n_features), float32
@@ -84,43 +94,49 @@ class Objective:
         self.scaling = float(intercept_scaling) if loss == "squared_hinge" else 1.0
         self.weight = 1.0 / X.shape[0]  # of each sample's loss
         self.penalty = 1.0 / (C * X.shape[0])
+        n = X.shape[0]
+        step = BLOCK_ROWS if X.device.type == "cpu" else max(n, 1)
+        self.blocks = [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
-    def decision(self, theta):
-        """Scores, ``(n_columns, n_samples)``."""
-        p = self.X.shape[1]
-        Z = theta[:, :p] @ self.X.T
-        if self.fit_intercept:
-            Z += self.scaling * theta[:, p:]
-        return Z
-
-    def __call__(self, theta):
-        """Objective (float64 scalar tensor) and its gradient (shaped like ``theta``)."""
-        p = self.X.shape[1]
-        Z = self.decision(theta)
+    def _block_loss(self, Z, targets):
+        """Summed loss (float64) of a block's scores ``Z`` and its gradient in ``Z``."""
         if self.loss == "multinomial":
-            index = self.targets[None, :]
+            index = targets[None, :]
             f = (torch.logsumexp(Z, dim=0) - Z.gather(0, index)[0]).sum(dtype=torch.float64)
             G = torch.softmax(Z, dim=0)
             G.scatter_add_(0, index, torch.full_like(index, -1, dtype=Z.dtype))
         elif self.loss == "squared_hinge":
-            margin = torch.clamp_(1.0 - self.targets * Z, min=0.0)
+            margin = torch.clamp_(1.0 - targets * Z, min=0.0)
             f = (margin * margin).sum(dtype=torch.float64)
-            G = -2.0 * self.targets * margin
+            G = -2.0 * targets * margin
         else:  # binomial, targets +-1
-            yz = self.targets * Z
+            yz = targets * Z
             f = torch.nn.functional.softplus(-yz).sum(dtype=torch.float64)
-            G = -self.targets * torch.sigmoid(-yz)
-        f, G = f * self.weight, G.mul_(self.weight)
-        grad = torch.empty_like(theta)
+            G = -targets * torch.sigmoid(-yz)
+        return f, G
+
+    def __call__(self, theta):
+        """Objective (float64 scalar tensor) and its gradient (shaped like ``theta``)."""
+        p = self.X.shape[1]
         coef = theta[:, :p]
-        grad[:, :p] = G @ self.X
+        grad = torch.zeros_like(theta)
+        f = torch.zeros((), dtype=torch.float64, device=theta.device)
+        for rows in self.blocks:
+            X = self.X[rows]
+            Z = coef @ X.T
+            if self.fit_intercept:
+                Z += self.scaling * theta[:, p:]
+            f_block, G = self._block_loss(Z, self.targets[..., rows])
+            f += f_block
+            grad[:, :p].addmm_(G, X)
+            if self.fit_intercept:
+                grad[:, p] += self.scaling * G.sum(1)
+        f, grad = f * self.weight, grad.mul_(self.weight)
         grad[:, :p] += self.penalty * coef
         f = f + 0.5 * self.penalty * (coef.double() ** 2).sum()
-        if self.fit_intercept:
-            grad[:, p] = self.scaling * G.sum(1)
-            if self.loss == "squared_hinge":
-                grad[:, p:] += self.penalty * theta[:, p:]
-                f = f + 0.5 * self.penalty * (theta[:, p:].double() ** 2).sum()
+        if self.fit_intercept and self.loss == "squared_hinge":
+            grad[:, p:] += self.penalty * theta[:, p:]
+            f = f + 0.5 * self.penalty * (theta[:, p:].double() ** 2).sum()
         return f, grad
 
 
