@@ -20,9 +20,12 @@ smallest C, wins), but it
    (large C values are the slow ones and rarely help once the score has peaked);
 4. searches long grids coarse-to-fine: every ``coarse_step``-th value first, then the values
    between the best coarse value's neighbours (the linear probe's 45 values cost ~12 fits);
-5. runs the folds of one C in parallel threads (``n_jobs``; liblinear and torch release the
-   GIL, so no data is copied to worker processes), each single-threaded in torch (so that
-   the scores do not depend on ``n_jobs``);
+5. runs the folds in parallel threads (``n_jobs``; liblinear and torch release the GIL, so
+   no data is copied to worker processes), each single-threaded in torch (so that the scores
+   do not depend on ``n_jobs``), and does not wait for the slowest fold at every C: a thread
+   with no fold of the decided values left starts a fold of the next C, cancelled should the
+   walk stop before it (:mod:`featpipe.classical.foldwalk`; each fold warm-starts from its
+   own solution at the nearest smaller C, so the schedule changes no score);
 6. fits the folds of the L-BFGS classifiers to a relative gradient tolerance of at most
    :data:`SEARCH_TOL` (``1e-4``); the refit uses the estimator's own ``tol``. On 1,600 x 3,120
    per-layer-L2 Fashion-MNIST features (C from 0.01 to 100, warm-started, one thread) ``1e-4``
@@ -40,8 +43,9 @@ Steps 3, 4 and 6 are heuristics: 3 and 4 skip candidates, so they can miss a bet
 full grid would find after a dip of the CV score, and 6 can move a fold's score by an image.
 ``patience=None, coarse_step=1, search_tol=None`` evaluates every candidate exactly as
 ``GridSearchCV`` does. Grids over more than one parameter or over a preprocessing step, a
-``clf__C`` grid of classifiers without warm-startable or liblinear solvers, and inputs that are neither NumPy arrays nor torch tensors (a tensor's
-folds are preprocessed whole, on its device: :mod:`featpipe.classical.device`) are searched by
+``clf__C`` grid of classifiers without warm-startable or liblinear solvers, and inputs that
+are neither NumPy arrays nor torch tensors (a tensor's folds are preprocessed whole, on its
+device: :mod:`featpipe.classical.device`) are searched by
 :func:`~featpipe.classical.search.run_search` instead; ``SearchResult.extra["search"]`` says
 which search ran.
 """
@@ -56,6 +60,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+from joblib.parallel import SequentialBackend, ThreadingBackend, get_active_backend
+from sklearn import config_context, get_config
 from sklearn.utils.parallel import Parallel, delayed  # threads inherit sklearn's config
 from scipy.stats import rankdata
 from sklearn.base import clone
@@ -66,6 +72,7 @@ from sklearn.svm import LinearSVC
 
 from featpipe.classical.chunked import fit_rows, streams, take_rows, transform_rows
 from featpipe.classical.device import is_tensor
+from featpipe.classical.foldwalk import walk_folds
 from featpipe.classical.search import (
     DEFAULT_COARSE_STEP,
     DEFAULT_PATIENCE,
@@ -151,17 +158,42 @@ class _Fold:
             return self.fixed[0] if which is self.train else self.fixed[1]
         return transform_rows(self.preprocess, self.X, which, _input_dtype(self.clf))
 
-    def score(self, value, scorer: Callable) -> tuple[float, float]:
-        """Fit the classifier at ``value`` of its parameter; return (test score, fit seconds)."""
+    def score(self, value, scorer: Callable, cancel=None) -> tuple[float, float] | None:
+        """Fit the classifier at ``value`` of its parameter; return (test score, fit seconds),
+        or None when ``cancel`` (a ``threading.Event``) stopped the fit."""
         self.clf.set_params(**{self.param[len("clf__"):]: value})
+        warm = self.param == PARAM and _warm_starts(self.clf)
+        if warm:
+            self._start_from(value)
         X_train = self.rows(self.train)
         started = time.perf_counter()
-        self.clf.fit(X_train, self.y[self.train])
+        try:
+            with _cancelled_by(cancel):
+                self.clf.fit(X_train, self.y[self.train])
+        except _fit_cancelled():
+            return None
         seconds = time.perf_counter() - started
         del X_train
-        if self.param == PARAM and _warm_starts(self.clf):
+        if warm:
             self.solutions[value] = (self.clf.coef_.copy(), self.clf.intercept_.copy())
         return float(scorer(self.clf, self.rows(self.test), self.y[self.test])), seconds
+
+    def _start_from(self, value) -> None:
+        """Warm-start from the solution of the nearest C below ``value`` (the walk's last C),
+        else the nearest above, else from zero: the same start whatever the folds' schedule."""
+        below = [C for C in self.solutions if C < value]
+        above = [C for C in self.solutions if C > value]
+        start = max(below) if below else min(above) if above else None
+        if start is None:
+            if getattr(self.clf, "coef_", None) is not None:
+                self.clf.coef_ = None
+            return
+        self.clf.coef_, self.clf.intercept_ = (a.copy() for a in self.solutions[start])
+
+    def forget(self, keep) -> None:
+        """Drop the solutions of values not in ``keep`` (fits the walk did not need)."""
+        for value in [C for C in self.solutions if C not in keep]:
+            del self.solutions[value]
 
 
 def _input_dtype(clf) -> type:
@@ -198,6 +230,22 @@ def _refit(pipeline: Pipeline, param: str, value, X, y, folds: Sequence[_Fold]) 
     return best
 
 
+@contextmanager
+def _cancelled_by(cancel):
+    """Let ``cancel`` stop featpipe's L-BFGS fits in this thread (others run to the end)."""
+    linear = sys.modules.get("featpipe.classical.linear")
+    if cancel is None or linear is None:
+        yield
+        return
+    with linear.cancel_when(cancel):
+        yield
+
+
+def _fit_cancelled() -> tuple[type, ...]:
+    linear = sys.modules.get("featpipe.classical.linear")
+    return () if linear is None else (linear.FitCancelled,)
+
+
 def _warm_startable() -> tuple[type, ...]:
     """featpipe's L-BFGS classifiers; none when their module (and torch) is not imported, as
     then no classifier can be one of them (a k-NN search imports no torch)."""
@@ -231,39 +279,61 @@ def _as_input(Xt, clf):
 
 class _Path:
     """Mean CV scores of the values of ``param`` evaluated so far; ``order`` is the candidates'
-    order (ascending C, else the grid's), in which the first best wins."""
+    order (ascending C, else the grid's), in which the first best wins.
 
-    def __init__(self, param, order, folds, scorer, parallel, verbose, on_fit=None):
-        self.param, self.order = param, order
-        self.folds, self.scorer, self.parallel, self.verbose = folds, scorer, parallel, verbose
+    With joblib's threads the folds are fitted by :func:`~featpipe.classical.foldwalk.walk_folds`
+    (no wait at every value); on another joblib backend (a Dask cluster) the folds of one value
+    are sent together and the walk waits for them."""
+
+    def __init__(self, param, order, folds, scorer, n_threads, verbose, on_fit=None):
+        self.param, self.order, self.folds, self.scorer = param, order, folds, scorer
+        self.n_threads, self.verbose = n_threads, verbose
         self.on_fit = on_fit or (lambda n: None)
         self.rows: dict = {}
-
-    def mean(self, value) -> float:
-        if value not in self.rows:
-            results = self.parallel(delayed(fold.score)(value, self.scorer)
-                                    for fold in self.folds)
-            scores = np.array([score for score, _ in results])
-            self.rows[value] = {
-                "params": {self.param: value},
-                "mean_test_score": float(np.mean(scores)),
-                "std_test_score": float(np.std(scores)),
-                "mean_fit_time": float(np.mean([seconds for _, seconds in results])),
-            }
-            self.on_fit(len(self.folds))
-            if self.verbose:
-                print(f"[fast search] {self.param}={value!r}: "
-                      f"{self.rows[value]['mean_test_score']:.4f}")
-        return self.rows[value]["mean_test_score"]
 
     def walk(self, values: Sequence, patience: int | None) -> None:
         """Evaluate ``values`` in order until ``patience`` successive ones do not improve."""
         best, since_best = -math.inf, 0
-        for value in values:
-            score = self.mean(value)
+
+        def go_on(value, results) -> bool:
+            nonlocal best, since_best
+            if results is not None:
+                self._record(value, results)
+            score = self.rows[value]["mean_test_score"]
             best, since_best = (score, 0) if score > best else (best, since_best + 1)
-            if patience is not None and since_best >= patience:
-                return
+            return patience is None or since_best < patience
+
+        if _joblib_runs_threads():
+            config = get_config()
+
+            def fit(fold, value, cancel):
+                with config_context(**config):
+                    return self.folds[fold].score(value, self.scorer, cancel)
+
+            walk_folds(values, len(self.folds), fit, go_on, self.n_threads, done=set(self.rows),
+                       ahead=1 if patience is not None else None)
+            for fold in self.folds:
+                fold.forget(self.rows)
+            return
+        with Parallel(n_jobs=self.n_threads, prefer="threads") as parallel:
+            for value in values:
+                results = None if value in self.rows else parallel(
+                    delayed(fold.score)(value, self.scorer) for fold in self.folds)
+                if not go_on(value, results):
+                    return
+
+    def _record(self, value, results: list[tuple[float, float]]) -> None:
+        scores = np.array([score for score, _ in results])
+        self.rows[value] = {
+            "params": {self.param: value},
+            "mean_test_score": float(np.mean(scores)),
+            "std_test_score": float(np.std(scores)),
+            "mean_fit_time": float(np.mean([seconds for _, seconds in results])),
+        }
+        self.on_fit(len(self.folds))
+        if self.verbose:
+            print(f"[fast search] {self.param}={value!r}: "
+                  f"{self.rows[value]['mean_test_score']:.4f}")
 
     def _evaluated(self) -> list:
         return [value for value in self.order if value in self.rows]
@@ -278,6 +348,12 @@ class _Path:
         evaluated = self._evaluated()
         ranks = rankdata([-self.rows[v]["mean_test_score"] for v in evaluated], method="min")
         return [{**self.rows[v], "rank": int(r)} for v, r in zip(evaluated, ranks)]
+
+
+def _joblib_runs_threads() -> bool:
+    """Whether joblib's active backend runs here (threads), not on a cluster."""
+    backend, _ = get_active_backend(prefer="threads")
+    return isinstance(backend, (ThreadingBackend, SequentialBackend))
 
 
 @contextmanager
@@ -405,11 +481,10 @@ def run_fast_search(
     param, values = _candidates(grid)
     started = time.perf_counter()
     n_threads = min(len(splits), available_cores()) if n_jobs is None else n_jobs
-    with Parallel(n_jobs=n_threads, prefer="threads") as parallel, invalid_grid_values(), \
-            _torch_threads(1):  # results then do not depend on n_jobs
+    with invalid_grid_values(), _torch_threads(1):  # results then do not depend on n_jobs
         # One fold at a time: fitting a preprocessing may copy the fold's rows.
         folds = [_prepare_fold(pipeline, param, X, y, tr, te, search_tol) for tr, te in splits]
-        path = _Path(param, values, folds, get_scorer(scoring), parallel, verbose, on_fit)
+        path = _Path(param, values, folds, get_scorer(scoring), n_threads, verbose, on_fit)
         _search_path(path, values, patience, coarse_step)
         best_value = path.best()
     refit_started = time.perf_counter()

@@ -26,7 +26,9 @@ threads spin at every barrier: with 2 threads on 2 busy cores a fit ran 3-14x sl
 
 from __future__ import annotations
 
+import threading
 import warnings
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -49,6 +51,26 @@ LOSSES = ("squared_hinge", "multinomial", "binomial")
 #: features are 6.4 MB, which stay in the cache between the block's two products (256 and
 #: 1,024 rows were slower here).
 BLOCK_ROWS = 512
+
+
+class FitCancelled(Exception):
+    """A fit stopped by :func:`cancel_when`; the estimator keeps its previous solution."""
+
+
+_cancel = threading.local()
+
+
+@contextmanager
+def cancel_when(event: threading.Event):
+    """Fits of the L-BFGS classifiers started in this thread inside the block raise
+    :class:`FitCancelled` at their next objective evaluation once ``event`` is set (a
+    speculative fit that is no longer needed: :mod:`featpipe.classical.foldwalk`)."""
+    saved = getattr(_cancel, "event", None)
+    _cancel.event = event
+    try:
+        yield
+    finally:
+        _cancel.event = saved
 
 
 def as_float32_tensor(X: np.ndarray, device: str) -> torch.Tensor:
@@ -150,7 +172,11 @@ def minimize(objective, theta, max_iter, tol, grad0_max):
         line_search_fn="strong_wolfe",
     )
 
+    cancel = getattr(_cancel, "event", None)
+
     def closure():
+        if cancel is not None and cancel.is_set():
+            raise FitCancelled
         with torch.no_grad():
             f, grad = objective(theta)
         theta.grad = grad
