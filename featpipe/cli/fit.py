@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
                    help="parallel jobs (default: the fast search uses one thread per core)")
     p.add_argument("--halving", action="store_true", help="HalvingGridSearchCV")
     p.add_argument("--search", default="fast", choices=["fast", "grid"],
-                   help="fast: C path with preprocessing once per fold (default); "
+                   help="fast: a warm-started C path (or one other classifier parameter's "
+                        "values) with preprocessing once per fold (default); "
                         "grid: plain GridSearchCV")
     p.add_argument("--stats-from", default="train", metavar="train|all|FILE.h5",
                    help="standardization statistics from each training fold (default), every "
