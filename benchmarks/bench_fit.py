@@ -127,25 +127,26 @@ def add_speedups(rows: list[dict]) -> None:
 def baseline_rss_mib() -> float:
     """Peak RSS of a Python process that only imports what ``featpipe fit`` imports."""
     code = "import " + ", ".join(FIT_IMPORTS)
-    rss, _, code_rc, err = harness.peak_rss_mib([sys.executable, "-c", code])
+    rss, _, code_rc, err = harness.python_peak_rss_mib(code)
     if code_rc != 0:
         raise RuntimeError(f"baseline import process failed: {err}")
     return rss
 
 
-def fit_command(store: Path, recipe: str, out_dir: Path, cv: int) -> list[str]:
-    """``featpipe fit`` on the store's train split (scored on its test split), with the
-    imports preloaded: ``featpipe fit`` imports skops.io (and through it torch, ~600 MiB)
-    only when it saves the model, after fitting, so without preloading the peak would be
-    that import rather than the fit's working set on top of it."""
+def fit_arguments(store: Path, recipe: str, out_dir: Path, cv: int) -> list[str]:
+    """The arguments of :data:`FIT_CHILD`: ``featpipe fit`` on the store's train split (scored
+    on its test split), with the imports preloaded: ``featpipe fit`` imports skops.io (and
+    through it torch, ~600 MiB) only when it saves the model, after fitting, so without
+    preloading the peak would be that import rather than the fit's working set on top of it.
+    """
     grid = common.recipe_grid(recipe)
     overrides = common.quick_grid(grid, True)  # MEMORY_GRID_POINTS values per parameter
-    command = [sys.executable, "-c", FIT_CHILD, "fit", str(store), "--recipe", recipe,
-               "--out", str(out_dir / f"{recipe}.skops"), "--cv", str(cv),
-               "--cache-dir", str(out_dir / "cache")]
+    arguments = ["fit", str(store), "--recipe", recipe,
+                 "--out", str(out_dir / f"{recipe}.skops"), "--cv", str(cv),
+                 "--cache-dir", str(out_dir / "cache")]
     for item in overrides:
-        command += ["--grid", item]
-    return command
+        arguments += ["--grid", item]
+    return arguments
 
 
 def memory_rows(dataset: str, args) -> list[dict]:
@@ -160,8 +161,8 @@ def memory_rows(dataset: str, args) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="fit-memory-") as tmp:
         for recipe in QUICK_MEMORY_RECIPES if args.quick else MEMORY_RECIPES:
             load = harness.load_average()[0]
-            command = fit_command(store.path, recipe, Path(tmp), common.cv_folds(args))
-            rss, seconds, rc, err = harness.peak_rss_mib(command)
+            arguments = fit_arguments(store.path, recipe, Path(tmp), common.cv_folds(args))
+            rss, seconds, rc, err = harness.python_peak_rss_mib(FIT_CHILD, arguments)
             if rc != 0:
                 raise RuntimeError(f"featpipe fit --recipe {recipe} failed ({rc}): {err}")
             harness.log(f"[{dataset}] fit {recipe}: peak RSS {rss:.0f} MiB "

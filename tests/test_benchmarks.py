@@ -157,6 +157,24 @@ def test_peak_rss_of_a_child_and_measure():
     assert measured.value == 3 and measured.seconds >= 0 and len(measured.load) == 3
 
 
+def test_python_peak_is_read_before_the_interpreter_tears_down():
+    import json
+    import subprocess
+    import sys
+
+    # a child's ru_maxrss starts at its parent's RSS: measure from a fresh, small parent; the
+    # 256 MiB are touched after the code ends (at exit), as torch's libraries' pages are
+    child = ("import atexit, sys; atexit.register(lambda: b'x' * (256 << 20)); "
+             "b = bytes(range(256)) * (1 << 19); sys.exit('bye')")
+    parent = ("import json, sys; from benchmarks.harness.measure import peak_rss_mib, "
+              "python_peak_rss_mib; code = sys.argv[1]; print(json.dumps(["
+              "python_peak_rss_mib(code), peak_rss_mib([sys.executable, '-c', code])]))")
+    out = subprocess.run([sys.executable, "-c", parent, child], capture_output=True, text=True,
+                         check=True).stdout
+    (rss, seconds, code, err), (whole, _, _, _) = json.loads(out)
+    assert 128 <= rss < whole - 192 and seconds > 0 and code == 1 and err == "bye"
+
+
 def test_result_cache_computes_once_and_writes_atomically(tmp_path):
     calls = []
     path = harness.cache_file(tmp_path / "memo", {"b": 1, "a": [1, 2]})
