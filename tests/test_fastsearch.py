@@ -55,6 +55,29 @@ def test_full_walk_matches_grid_search_scores_and_choice(digits, recipe):
     assert [r["rank"] for r in fast.cv_table] == [r["rank"] for r in plain.cv_table]
 
 
+def test_fne_folds_keep_their_rows_in_int8_with_unchanged_scores(digits, monkeypatch):
+    from featpipe.classical import fastsearch
+    from featpipe.classical.linear import LBFGSLinearSVC
+
+    X, y = digits
+    pipe, grid = build_recipe("fne", layer_slices=SLICES)
+    assert isinstance(pipe.steps[-1][1], LBFGSLinearSVC)
+    fitted_on = []
+    real_fit = LBFGSLinearSVC.fit
+    monkeypatch.setattr(LBFGSLinearSVC, "fit",
+                        lambda self, X, y: fitted_on.append(X.dtype) or real_fit(self, X, y))
+    kwargs = dict(cv=3, patience=None, coarse_step=1, n_jobs=1)
+    int8 = run_fast_search(pipe, grid, X, y, **kwargs)
+    assert set(fitted_on) == {np.dtype(np.int8)}  # every fold fit and the refit
+    monkeypatch.setattr(fastsearch, "_rows_dtype", lambda preprocess, clf: np.float32)
+    fitted_on.clear()
+    float32 = run_fast_search(pipe, grid, X, y, **kwargs)
+    assert set(fitted_on) == {np.dtype(np.float32)}
+    assert _scores(int8) == _scores(float32)
+    np.testing.assert_array_equal(int8.best_estimator[-1].coef_,
+                                  float32.best_estimator[-1].coef_)
+
+
 def test_a_prefix_that_cannot_stream_is_computed_once_per_fold(digits, monkeypatch):
     from featpipe.classical.recipes import Reduction
     from featpipe.classical.transformers import ClippedPCA

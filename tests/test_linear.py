@@ -121,6 +121,25 @@ def test_float32_input_is_not_copied(Estimator, monkeypatch):
     assert peak < 0.5 * X.nbytes  # NumPy allocations; no float64 or float32 copy of X
 
 
+@pytest.mark.parametrize("Estimator", [LBFGSLinearSVC, LBFGSLogisticRegression])
+def test_int8_input_is_not_copied_and_fits_as_its_float32_values(Estimator, monkeypatch):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 1500)
+    X8 = rng.integers(-1, 2, (1500, 200), dtype=np.int8)  # FNE-like {-1, 0, 1}
+    X8[np.arange(1500), y] = 1
+    X32 = X8.astype(np.float32)
+    expected = Estimator(C=0.1).fit(X32, y)
+    seen = []
+    real_from_numpy = torch.from_numpy
+    monkeypatch.setattr(torch, "from_numpy", lambda a: seen.append(a) or real_from_numpy(a))
+    fitted = Estimator(C=0.1).fit(X8, y)
+    assert any(np.shares_memory(array, X8) for array in seen)
+    np.testing.assert_array_equal(fitted.coef_, expected.coef_)  # same values, same sums
+    np.testing.assert_array_equal(fitted.intercept_, expected.intercept_)
+    np.testing.assert_allclose(fitted.decision_function(X8), expected.decision_function(X32),
+                               rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("Estimator", [LBFGSLinearSVC, LBFGSLogisticRegression])
 def test_cuda_matches_cpu(digits, Estimator):

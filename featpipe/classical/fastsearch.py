@@ -156,7 +156,8 @@ class _Fold:
     def rows(self, which: np.ndarray) -> np.ndarray:
         if self.fixed is not None:
             return self.fixed[0] if which is self.train else self.fixed[1]
-        return transform_rows(self.preprocess, self.X, which, _input_dtype(self.clf))
+        return transform_rows(self.preprocess, self.X, which,
+                              _rows_dtype(self.preprocess, self.clf))
 
     def score(self, value, scorer: Callable, cancel=None) -> tuple[float, float] | None:
         """Fit the classifier at ``value`` of its parameter; return (test score, fit seconds),
@@ -201,6 +202,15 @@ def _input_dtype(clf) -> type:
     return np.float64 if isinstance(clf, LinearSVC) else np.float32
 
 
+def _rows_dtype(preprocess: Pipeline | None, clf) -> type:
+    """The dtype of ``preprocess``'s rows for ``clf``: int8 for featpipe's L-BFGS classifiers
+    when the prefix's output fits it exactly (FNE's {-1, 0, 1}: a quarter of the memory)."""
+    exact = None if preprocess is None else getattr(preprocess.steps[-1][1], "exact_dtype", None)
+    if exact is np.int8 and isinstance(clf, _warm_startable()):
+        return np.int8
+    return _input_dtype(clf)
+
+
 def _warm_starts(clf) -> bool:
     return isinstance(clf, (LogisticRegression, *_warm_startable()))
 
@@ -216,7 +226,8 @@ def _refit(pipeline: Pipeline, param: str, value, X, y, folds: Sequence[_Fold]) 
     if len(best.steps) > 1 and not streams(best[:-1]):  # as Pipeline.fit (UMAP: embedding_)
         Xt = _as_input(best[:-1].fit_transform(X, y), clf)
     elif len(best.steps) > 1:
-        Xt = transform_rows(fit_rows(best[:-1], X, y, rows), X, rows, _input_dtype(clf))
+        Xt = transform_rows(fit_rows(best[:-1], X, y, rows), X, rows,
+                            _rows_dtype(best[:-1], clf))
     starts = [fold.solutions[value] for fold in folds if value in fold.solutions]
     if not starts or len(starts) != len(folds) or not _warm_starts(clf):
         clf.fit(Xt, y)
