@@ -81,7 +81,9 @@ def python_peak_rss_mib(code: str, args: Sequence[str] = ()) -> tuple[float, flo
                    f"    with open({peak!r}, 'w') as _handle:\n"
                    f"        _handle.write(str(_resource.getrusage(_resource.RUSAGE_SELF)"
                    f".ru_maxrss))\n")
-        _, seconds, code_rc, err = peak_rss_mib([sys.executable, "-c", wrapped, *args])
+        whole, seconds, code_rc, err = peak_rss_mib([sys.executable, "-c", wrapped, *args])
+        if not os.path.exists(peak):  # killed (out of memory?): wait4's peak is all there is
+            return whole, seconds, code_rc, err
         with open(peak) as handle:  # ru_maxrss is in KiB on Linux
             return int(handle.read()) / 1024.0, seconds, code_rc, err
 

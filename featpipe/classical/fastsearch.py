@@ -241,10 +241,16 @@ def _refit(pipeline: Pipeline, param: str, value, X, y, folds: Sequence[_Fold]) 
     return best
 
 
+def _linear():
+    """featpipe's L-BFGS module, None when it (and torch) is not imported: then no classifier
+    can be one of its own (a k-NN search imports no torch)."""
+    return sys.modules.get("featpipe.classical.linear")
+
+
 @contextmanager
 def _cancelled_by(cancel):
     """Let ``cancel`` stop featpipe's L-BFGS fits in this thread (others run to the end)."""
-    linear = sys.modules.get("featpipe.classical.linear")
+    linear = _linear()
     if cancel is None or linear is None:
         yield
         return
@@ -253,14 +259,13 @@ def _cancelled_by(cancel):
 
 
 def _fit_cancelled() -> tuple[type, ...]:
-    linear = sys.modules.get("featpipe.classical.linear")
+    linear = _linear()
     return () if linear is None else (linear.FitCancelled,)
 
 
 def _warm_startable() -> tuple[type, ...]:
-    """featpipe's L-BFGS classifiers; none when their module (and torch) is not imported, as
-    then no classifier can be one of them (a k-NN search imports no torch)."""
-    linear = sys.modules.get("featpipe.classical.linear")
+    """featpipe's L-BFGS classifiers (none when their module is not imported)."""
+    linear = _linear()
     return () if linear is None else (linear.LBFGSLinearSVC, linear.LBFGSLogisticRegression)
 
 

@@ -73,7 +73,7 @@ def cancel_when(event: threading.Event):
         _cancel.event = saved
 
 
-def as_float32_tensor(X: np.ndarray, device: str) -> torch.Tensor:
+def as_input_tensor(X: np.ndarray, device: str) -> torch.Tensor:
     """``X`` as a float32 tensor on ``device``; no copy for C-contiguous float32 NumPy on CPU.
     int8 stays int8 (the objective casts a block at a time): small integer features such as
     FNE's {-1, 0, 1} in a quarter of the memory."""
@@ -273,7 +273,7 @@ class _LBFGSLinearClassifier(ClassifierMixin, BaseEstimator):
             X_t = X_t.to(torch.float32).contiguous()
         else:
             X, y = validate_data(self, X, y, dtype=[np.float32, np.int8], order="C")
-            X_t = as_float32_tensor(X, self.device)
+            X_t = as_input_tensor(X, self.device)
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         n_classes = len(self.classes_)
