@@ -364,3 +364,35 @@ def test_stats_from_refuses_other_features_and_bad_values(lite0_store, tmp_path)
         _fit(lite0_store, tmp_path, "bad", stats_from="everything")
     with pytest.raises(FeatpipeError, match="`search` must be one of fast, grid, halving"):
         _fit(lite0_store, tmp_path, "bad", search="quick")
+
+
+@pytest.mark.parametrize("recipe, fold_rows", [("l2", "shared"), ("fne", "copied"),
+                                               ("linear-probe", "shared")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_folds_read_one_shared_matrix_where_the_preprocessing_allows(digits, recipe, fold_rows,
+                                                                     dtype):
+    X, y = digits
+    X = X.astype(dtype)
+    pipe, _ = build_recipe(recipe, layer_slices=SLICES)
+    grid = {"clf__C": [0.01, 0.1, 1.0]}
+    plain = run_search(pipe, grid, X, y, cv=3)
+    fast = run_fast_search(pipe, grid, X, y, cv=3, patience=None, coarse_step=1,
+                           search_tol=None)
+    assert fast.extra["fold_rows"] == fold_rows
+    assert fast.best_params == {"clf__C": pytest.approx(plain.best_params["clf__C"])}
+    # the same fits up to float rounding (summation order): at most one image of a fold
+    assert _scores(fast) == pytest.approx(_scores(plain), abs=1 / 133)
+    assert np.mean(fast.best_estimator.predict(X) == plain.best_estimator.predict(X)) >= 0.99
+
+
+def test_shared_rows_follow_a_splitter_whose_test_rows_overlap(digits):
+    from sklearn.model_selection import ShuffleSplit
+
+    X, y = digits
+    pipe, grid = build_recipe(normalize="standard", classifier="linearsvc")
+    cv = ShuffleSplit(3, test_size=0.3, random_state=0)  # test rows repeat and miss some
+    plain = run_search(pipe, grid, X, y, cv=cv)
+    fast = run_fast_search(pipe, grid, X, y, cv=cv, patience=None, coarse_step=1,
+                           search_tol=None)
+    assert fast.extra["fold_rows"] == "shared"
+    assert _scores(fast) == pytest.approx(_scores(plain), abs=1 / 120)

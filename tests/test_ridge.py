@@ -194,3 +194,39 @@ def test_leave_one_out_splitter_agrees_with_closed_form_loo():
     np.testing.assert_allclose(folds.cv_scores_.mean(axis=1), closed.cv_scores_[:, 0])
     assert folds.alpha_ == closed.alpha_
     np.testing.assert_allclose(folds.coef_, closed.coef_, rtol=1e-7, atol=1e-10)
+
+
+def test_fit_rows_equals_fit_on_the_standardized_rows():
+    from featpipe.classical.transformers import Standardizer
+
+    X, y = make_data(120, 15, 3, seed=5, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(0).choice(120, 90, replace=False))
+    scaler = Standardizer().fit(X[rows])
+    in_place = RidgeProbeClassifier(ALPHAS, cv=3).fit_rows(X, y, rows, scaler.affine())
+    copied = RidgeProbeClassifier(ALPHAS, cv=3).fit(scaler.transform(X[rows]), y[rows])
+    np.testing.assert_array_equal(in_place.cv_scores_, copied.cv_scores_)
+    assert in_place.alpha_ == copied.alpha_ and in_place.coef_.dtype == np.float32
+    np.testing.assert_allclose(in_place.coef_, copied.coef_, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(in_place.intercept_, copied.intercept_, rtol=1e-4, atol=1e-6)
+
+
+def test_closed_form_search_folds_the_standardizer_into_the_fit(monkeypatch):
+    from featpipe.classical.recipes import build_recipe
+    from featpipe.classical.search import SearchConfig, search
+    from featpipe.classical.transformers import Standardizer
+
+    X, y = make_data(150, 20, 3, seed=9, dtype=np.float32)
+    pipe, grid = build_recipe("ridge")
+    expected = pipe.set_params(clf__cv=5, clf__random_state=0).fit(X, y)  # the search's folds
+    transformed = []
+    real = Standardizer.transform
+    monkeypatch.setattr(Standardizer, "transform",
+                        lambda self, Z: transformed.append(len(Z)) or real(self, Z))
+    result = search(build_recipe("ridge")[0], grid, X, y, SearchConfig(extend_grid=False))
+    assert transformed == []  # no standardized copy of X
+    clf = result.best_estimator.named_steps["clf"]
+    np.testing.assert_array_equal(clf.cv_scores_, expected.named_steps["clf"].cv_scores_)
+    assert clf.alpha_ == expected.named_steps["clf"].alpha_
+    np.testing.assert_allclose(clf.coef_, expected.named_steps["clf"].coef_, rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_array_equal(result.best_estimator.predict(X), expected.predict(X))

@@ -26,12 +26,12 @@ from featpipe.classical.transformers import FNEDiscretizer, LayerL2Normalizer, L
 CHUNK_ROWS = 256
 
 
-def _learns_nothing_from_rows(step) -> bool:
+def learns_nothing_from_rows(step) -> bool:
     return isinstance(step, (LayerSelector, LayerL2Normalizer, FNEDiscretizer))
 
 
 def _streams(step) -> bool:
-    return step == "passthrough" or _learns_nothing_from_rows(step) or hasattr(step, "partial_fit")
+    return step == "passthrough" or learns_nothing_from_rows(step) or hasattr(step, "partial_fit")
 
 
 def streams(preprocess: Pipeline) -> bool:
@@ -71,7 +71,7 @@ def fit_rows(preprocess: Pipeline, X, y, rows: np.ndarray) -> Pipeline:
         before = preprocess[:i] if i else None
         blocks = _blocks(X, rows, before)
         step.fit(next(blocks))
-        if not _learns_nothing_from_rows(step):
+        if not learns_nothing_from_rows(step):
             for block in blocks:
                 step.partial_fit(block)
     return preprocess

@@ -3,7 +3,8 @@
 Such a classifier scores every regularisation value of every fold from one decomposition per
 fold, so cross-validating it from outside (a grid search of one candidate) would repeat that
 work k times. Instead the pipeline is fitted once: its preprocessing on every training row,
-then the classifier's exact k-fold search over its own ``alphas``. (The preprocessing's
+then the classifier's exact k-fold search over its own ``alphas`` (a preprocessing that is one
+Standardizer is folded into that search, ``fit_rows``: no standardized copy of ``X``). (The preprocessing's
 statistics therefore include each inner fold's validation rows; the test set is never seen.)
 When the chosen alpha is at an edge of the grid, the grid grows a decade there and the fit is
 repeated (at most :data:`~featpipe.classical.tuning.MAX_EXTENSIONS` times), as for every search.
@@ -19,6 +20,8 @@ from scipy.stats import rankdata
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
+from featpipe.classical.chunked import fit_rows
+from featpipe.classical.transformers import Standardizer
 from featpipe.classical.tuning import MAX_EXTENSIONS
 
 STEPS_PER_DECADE = 4
@@ -38,7 +41,7 @@ def closed_form_search(pipeline: Pipeline, X, y, config, result_type):
         pipeline.set_params(clf__cv=int(config.cv), clf__random_state=config.random_state)
     pipeline.set_params(clf__scoring=config.scoring)
     started = time.perf_counter()
-    best = scored = pipeline.fit(X, y)  # scored: the last fit, whose table has every alpha
+    best = scored = _fit(pipeline, X, y)  # scored: the last fit, whose table has every alpha
     added, direction, failed = [], None, set()
     for _ in range(MAX_EXTENSIONS if config.extend_grid else 0):
         clf = best.named_steps["clf"]
@@ -47,7 +50,7 @@ def closed_form_search(pipeline: Pipeline, X, y, config, result_type):
             break
         new = _decade_beyond(clf.alphas_, direction)
         added += new.tolist()
-        scored = clone(best).set_params(clf__alphas=sorted([*clf.alphas_, *new])).fit(X, y)
+        scored = _fit(clone(best).set_params(clf__alphas=sorted([*clf.alphas_, *new])), X, y)
         if scored.named_steps["clf"].best_score_ > clf.best_score_:
             best = scored
         else:
@@ -62,6 +65,20 @@ def closed_form_search(pipeline: Pipeline, X, y, config, result_type):
                        best_score=clf.best_score_, cv_table=_table(scored.named_steps["clf"]),
                        fit_seconds=time.perf_counter() - started, refit_seconds=0.0,
                        scoring=config.scoring, n_splits=clf.cv_scores_.shape[1], extra=extra)
+
+
+def _fit(pipeline: Pipeline, X, y) -> Pipeline:
+    """``pipeline.fit(X, y)``; a prefix that is one Standardizer is folded into the classifier's
+    fit (``fit_rows``: no standardized copy of ``X``)."""
+    steps = [step for _, step in pipeline.steps[:-1] if step != "passthrough"]
+    clf = pipeline.steps[-1][1]
+    if not (isinstance(X, np.ndarray) and len(steps) == 1 and isinstance(steps[0], Standardizer)
+            and hasattr(clf, "fit_rows")):
+        return pipeline.fit(X, y)
+    rows = np.arange(len(X))
+    fit_rows(pipeline[:-1], X, y, rows)
+    clf.fit_rows(X, y, None, steps[0].affine())
+    return pipeline
 
 
 def _direction(clf, failed: set) -> str | None:

@@ -17,7 +17,16 @@ its sparse format).
 The objective is divided by ``C * n_samples`` (mean loss + ``0.5 * ||w||^2 / (C n)``), which has
 the same minimizer. ``tol`` is relative: L-BFGS stops when the largest absolute gradient entry
 is below ``tol`` times that entry at ``w = 0``, or when a step no longer changes the float32
-objective. Fits that stop on ``max_iter`` set ``converged_ = False`` and do not warn.
+objective. Fits that stop on ``max_iter`` set ``converged_ = False`` and warn
+(``ConvergenceWarning``).
+
+With an intercept, L-BFGS runs on centred features: the scores ``W x + b`` are written
+``W (x - mean) + v`` (``v = b + W mean``, the mean over the fitted rows) and liblinear's
+intercept penalty is kept on ``b``, so the objective and its minimizer are unchanged, but the
+mean's direction no longer dominates the Hessian. On 6,400 x 3,120 per-layer-L2 Fashion-MNIST
+features (uncentred, non-negative) the fits of C = 0.01, 0.1, 1, 10 (warm-started, tol 1e-4,
+one thread) took 36, 69, 156, 185 iterations instead of 92, 163, 373, 579 (21 s against 62 s)
+with the same held-out accuracy within 0.2 points; standardized features are centred already.
 
 Torch runs on ``torch.get_num_threads()`` threads. On cores shared with other jobs its OpenMP
 threads spin at every barrier: with 2 threads on 2 busy cores a fit ran 3-14x slower than with
@@ -119,27 +128,87 @@ class Objective:
     intercept_scaling : float
         The squared hinge's intercept is ``intercept_scaling * w_b`` with ``w_b`` penalized,
         as in liblinear; the logistic losses' intercept is not penalized.
+    rows : array of int, optional
+        Fit on ``X[rows]`` (a fold) without copying them out of ``X``; ``targets`` are then
+        those of ``rows``. Sorted rows in long runs are read in place (:func:`row_blocks`).
+    affine : (multiplier, shift) tensors of shape (n_features,), optional
+        Fit on ``X * multiplier - shift`` (standardized features,
+        :meth:`~featpipe.classical.transformers.Standardizer.affine`) without forming it: the
+        scores are ``(W * multiplier) @ X.T - W @ shift`` and the gradient is mapped back.
     """
 
-    def __init__(self, X, targets, loss, C, fit_intercept, intercept_scaling=1.0):
+    def __init__(self, X, targets, loss, C, fit_intercept, intercept_scaling=1.0, rows=None,
+                 affine=None, center=False):
         self.X, self.targets, self.loss, self.fit_intercept = X, targets, loss, fit_intercept
+        self.affine = affine
         self.scaling = float(intercept_scaling) if loss == "squared_hinge" else 1.0
-        self.weight = 1.0 / X.shape[0]  # of each sample's loss
-        self.penalty = 1.0 / (C * X.shape[0])
-        n = X.shape[0]
-        step = BLOCK_ROWS if X.device.type == "cpu" else max(n, 1)
-        self.blocks = [slice(start, min(start + step, n)) for start in range(0, n, step)]
-        self._buffer = None
+        n = X.shape[0] if rows is None else len(rows)
+        self.weight = 1.0 / n  # of each sample's loss
+        self.penalty = 1.0 / (C * n)
+        self.blocks = row_blocks(n, rows, X.device)
+        self._buffers = {}
+        self.center = None
+        if center and fit_intercept:
+            self._center()
 
-    def _float32(self, X):
-        """A block as float32: int8 is cast into one buffer reused by every block (a fresh
+    def _center(self):
+        """Fit on centred features, an exact reparametrization (module notes)."""
+        total = torch.zeros(self.X.shape[1], dtype=torch.float64, device=self.X.device)
+        for source, _ in self.blocks:
+            total += self._rows(source).sum(0, dtype=torch.float64)
+        mean = (total * self.weight).to(torch.float32)
+        multiplier, shift = self.affine if self.affine is not None else (
+            torch.ones_like(mean), torch.zeros_like(mean))
+        self.center = mean * multiplier - shift  # the mean of the model's features
+        self.affine = (multiplier, shift + self.center)
+
+    def start(self, coef, intercept, shape):
+        """``theta`` for the model ``coef``, ``intercept`` (zeros when ``coef`` is None)."""
+        theta = torch.zeros(shape, dtype=torch.float32, device=self.X.device)
+        if coef is None:
+            return theta
+        p = self.X.shape[1]
+        theta[:, :p] = torch.as_tensor(np.asarray(coef, np.float32), device=theta.device)
+        if self.fit_intercept:
+            b = torch.as_tensor(np.asarray(intercept, np.float32), device=theta.device)
+            if self.center is not None:
+                b = b + theta[:, :p] @ self.center
+            theta[:, p] = b / self.scaling
+        return theta
+
+    def solution(self, theta):
+        """``(coef, intercept)`` as NumPy float32 of the model ``theta`` (:meth:`start`'s
+        inverse)."""
+        p = self.X.shape[1]
+        coef = theta[:, :p]
+        if not self.fit_intercept:
+            return coef.cpu().numpy().copy(), np.zeros(theta.shape[0], np.float32)
+        b = self.scaling * theta[:, p]
+        if self.center is not None:
+            b = b - coef @ self.center
+        return coef.cpu().numpy().copy(), b.cpu().numpy()
+
+    def _buffer(self, dtype):
+        """One ``(BLOCK_ROWS, n_features)`` array per dtype, reused by every block (a fresh
         tensor per block costs page faults)."""
+        if dtype not in self._buffers:
+            rows = max(len(range(*source.indices(len(self.X)))) if isinstance(source, slice)
+                       else len(source) for source, _ in self.blocks)
+            self._buffers[dtype] = torch.empty((rows, self.X.shape[1]), dtype=dtype,
+                                               device=self.X.device)
+        return self._buffers[dtype]
+
+    def _rows(self, source):
+        """The rows of a block as float32: a slice of ``X`` is a view; rows given by index are
+        gathered, and int8 rows cast, into reused buffers."""
+        if isinstance(source, slice):
+            X = self.X[source]
+        else:
+            X = torch.index_select(self.X, 0, source,
+                                   out=self._buffer(self.X.dtype)[: len(source)])
         if X.dtype == torch.float32:
             return X
-        if self._buffer is None:
-            self._buffer = torch.empty((self.blocks[0].stop, X.shape[1]), dtype=torch.float32,
-                                       device=X.device)
-        return self._buffer[: len(X)].copy_(X)
+        return self._buffer(torch.float32)[: len(X)].copy_(X)
 
     def _block_loss(self, Z, targets):
         """Summed loss (float64) of a block's scores ``Z`` and its gradient in ``Z``."""
@@ -162,25 +231,72 @@ class Objective:
         """Objective (float64 scalar tensor) and its gradient (shaped like ``theta``)."""
         p = self.X.shape[1]
         coef = theta[:, :p]
+        effective, offset = coef, None
+        if self.affine is not None:  # scores of X * multiplier - shift, from X itself
+            multiplier, shift = self.affine
+            effective, offset = coef * multiplier, -(coef @ shift)[:, None]
         grad = torch.zeros_like(theta)
+        summed = theta.new_zeros(theta.shape[0])  # of the loss's gradient in the scores
         f = torch.zeros((), dtype=torch.float64, device=theta.device)
-        for rows in self.blocks:
-            X = self._float32(self.X[rows])
-            Z = coef @ X.T
+        for source, positions in self.blocks:
+            X = self._rows(source)
+            Z = effective @ X.T
             if self.fit_intercept:
                 Z += self.scaling * theta[:, p:]
-            f_block, G = self._block_loss(Z, self.targets[..., rows])
+            if offset is not None:
+                Z += offset
+            f_block, G = self._block_loss(Z, self.targets[..., positions])
             f += f_block
             grad[:, :p].addmm_(G, X)
-            if self.fit_intercept:
-                grad[:, p] += self.scaling * G.sum(1)
-        f, grad = f * self.weight, grad.mul_(self.weight)
+            summed += G.sum(1)
+        f, grad, summed = f * self.weight, grad.mul_(self.weight), summed.mul_(self.weight)
+        if self.affine is not None:
+            grad[:, :p].mul_(multiplier).sub_(torch.outer(summed, shift))
+        if self.fit_intercept:
+            grad[:, p] += self.scaling * summed
         grad[:, :p] += self.penalty * coef
         f = f + 0.5 * self.penalty * (coef.double() ** 2).sum()
-        if self.fit_intercept and self.loss == "squared_hinge":
-            grad[:, p:] += self.penalty * theta[:, p:]
-            f = f + 0.5 * self.penalty * (theta[:, p:].double() ** 2).sum()
+        if self.fit_intercept and self.loss == "squared_hinge":  # liblinear's penalized w_b
+            w_b = theta[:, p]
+            if self.center is not None:  # w_b of the uncentred model
+                w_b = w_b - (coef @ self.center) / self.scaling
+                grad[:, :p] -= torch.outer(self.penalty / self.scaling * w_b, self.center)
+            grad[:, p] += self.penalty * w_b
+            f = f + 0.5 * self.penalty * (w_b.double() ** 2).sum()
         return f, grad
+
+
+def row_blocks(n: int, rows, device) -> list[tuple]:
+    """``(source, positions)`` per block of an evaluation: ``source`` selects the block's rows
+    of ``X`` (a slice, or an index tensor when the rows are scattered), ``positions`` the
+    block's place among the ``n`` rows of the fit (its targets).
+
+    On the CPU a block has at most :data:`BLOCK_ROWS` rows; runs of consecutive rows averaging
+    a block or more are sliced (no copy), other rows gathered. A GPU takes all rows at once.
+
+    Examples
+    --------
+    >>> [(s, p) for s, p in row_blocks(3, np.array([4, 5, 6]), torch.device("cpu"))]
+    [(slice(4, 7, None), slice(0, 3, None))]
+    """
+    cpu = torch.device(device).type == "cpu"
+    step = BLOCK_ROWS if cpu else max(n, 1)
+    if rows is None:
+        return [(slice(start, min(start + step, n)), slice(start, min(start + step, n)))
+                for start in range(0, n, step)]
+    rows = np.asarray(rows)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    if not cpu or len(breaks) + 1 > max(1, n // BLOCK_ROWS):
+        index = torch.as_tensor(rows, device=device)
+        return [(index[start : start + step], slice(start, min(start + step, n)))
+                for start in range(0, n, step)]
+    blocks = []
+    for run_start, run in zip([0, *breaks.tolist()], np.split(rows, breaks)):
+        for offset in range(0, len(run), step):
+            first, count = int(run[offset]), len(run[offset : offset + step])
+            position = run_start + offset
+            blocks.append((slice(first, first + count), slice(position, position + count)))
+    return blocks
 
 
 def minimize(objective, theta, max_iter, tol, grad0_max):
@@ -274,6 +390,51 @@ class _LBFGSLinearClassifier(ClassifierMixin, BaseEstimator):
         else:
             X, y = validate_data(self, X, y, dtype=[np.float32, np.int8], order="C")
             X_t = as_input_tensor(X, self.device)
+        return self._fit(X_t, y)
+
+    def fit_rows(self, X, y, rows=None, affine=None):
+        """Fit on ``X[rows] * multiplier - shift`` without forming it (the fast search's folds).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Float32 or int8, C-contiguous (not copied).
+        y : array-like of shape (n_samples,)
+            Labels of all rows of ``X``.
+        rows : array of int, default=None
+            The rows to fit on (None: all); sorted rows in long runs are read in place.
+        affine : (multiplier, shift) arrays of shape (n_features,), default=None
+            The model is fitted, and its ``coef_`` expressed, on standardized features
+            (:meth:`~featpipe.classical.transformers.Standardizer.affine`); None: on ``X``.
+
+        Returns
+        -------
+        self : object
+
+        Examples
+        --------
+        >>> from sklearn.datasets import make_classification
+        >>> from featpipe.classical.transformers import Standardizer
+        >>> X, y = make_classification(n_samples=200, n_features=8, random_state=0)
+        >>> X = X.astype(np.float32) * 10 + 3
+        >>> scaler = Standardizer().fit(X[:150])
+        >>> a = LBFGSLinearSVC().fit_rows(X, y, np.arange(150), scaler.affine(np.float32))
+        >>> b = LBFGSLinearSVC().fit(scaler.transform(X[:150]), y[:150])
+        >>> bool(np.allclose(a.coef_, b.coef_, atol=1e-4))
+        True
+        """
+        self._validate_params()
+        X, y = validate_data(self, X, y, dtype=[np.float32, np.int8], order="C")
+        X_t = as_input_tensor(X, self.device)
+        if rows is not None:
+            rows = np.asarray(rows)
+            y = y[rows]
+        if affine is not None:
+            affine = tuple(torch.as_tensor(np.asarray(a, np.float32), device=X_t.device)
+                           for a in affine)
+        return self._fit(X_t, y, rows, affine)
+
+    def _fit(self, X_t, y, rows=None, affine=None):
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         n_classes = len(self.classes_)
@@ -285,32 +446,27 @@ class _LBFGSLinearClassifier(ClassifierMixin, BaseEstimator):
         loss = loss_for(self, n_classes)
         m = self._columns(n_classes)
         objective = Objective(X_t, encode_targets(y_index, n_classes, loss, X_t.device), loss,
-                              self.C, self.fit_intercept, self._intercept_scaling())
-        p = X.shape[1]
+                              self.C, self.fit_intercept, self._intercept_scaling(), rows,
+                              affine, center=True)
+        p = X_t.shape[1]
         shape = (m, p + int(self.fit_intercept))
-        theta = torch.zeros(shape, dtype=torch.float32, device=X_t.device)
-        if self.warm_start and getattr(self, "coef_", None) is not None \
-                and self.coef_.shape == (m, p):
-            theta[:, :p] = torch.from_numpy(np.asarray(self.coef_, np.float32))
-            if self.fit_intercept:
-                theta[:, p] = torch.from_numpy(
-                    np.asarray(self.intercept_, np.float32) / objective.scaling)
+        warm = self.warm_start and getattr(self, "coef_", None) is not None \
+            and self.coef_.shape == (m, p)
+        theta = objective.start(self.coef_ if warm else None, getattr(self, "intercept_", None),
+                                shape)
         grad0 = zero_grad_max(objective, shape, torch.float32, X_t.device)
         n_iter, self.converged_ = minimize(objective, theta, self.max_iter, self.tol, grad0)
         if not self.converged_:
             warnings.warn(f"L-BFGS stopped at max_iter={self.max_iter} before reaching "
                           f"tol={self.tol}; raise max_iter", ConvergenceWarning)
-        self._set_solution(theta, objective.scaling, p, n_iter)
+        self.coef_, self.intercept_ = objective.solution(theta.detach())
+        self._set_iterations(n_iter)
         return self
 
     def _intercept_scaling(self):
         return 1.0
 
-    def _set_solution(self, theta, scaling, p, n_iter):
-        theta = theta.detach().cpu().numpy()
-        self.coef_ = np.ascontiguousarray(theta[:, :p])
-        self.intercept_ = (scaling * theta[:, p] if self.fit_intercept
-                           else np.zeros(theta.shape[0], np.float32))
+    def _set_iterations(self, n_iter):
         self.n_iter_ = n_iter
 
     def decision_function(self, X):
@@ -475,8 +631,7 @@ class LBFGSLogisticRegression(_LBFGSLinearClassifier):
         self.warm_start = warm_start
         self.random_state = random_state
 
-    def _set_solution(self, theta, scaling, p, n_iter):
-        super()._set_solution(theta, scaling, p, n_iter)
+    def _set_iterations(self, n_iter):
         self.n_iter_ = np.array([n_iter])
 
     def predict_proba(self, X):

@@ -49,6 +49,24 @@ def _col_blocks(width, height):
         yield slice(start, start + step)
 
 
+class _Rows:
+    """Blocks of ``X``'s rows (and columns), as ``X * multiplier - shift`` in float64 when an
+    affine map (:meth:`~featpipe.classical.transformers.Standardizer.affine`) is given: the
+    standardized features without a standardized copy of ``X``."""
+
+    def __init__(self, X, affine=None):
+        self.X, self.shape = X, X.shape
+        self.multiplier, self.shift = (None, None) if affine is None else \
+            (np.asarray(a, dtype=np.float64) for a in affine)
+
+    def __getitem__(self, key):
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        block = self.X[rows, cols]
+        if self.multiplier is None:
+            return block
+        return block * self.multiplier[cols] - self.shift[cols]
+
+
 def _mean(X, rows):
     total = np.zeros(X.shape[1])
     for _, r in _row_blocks(rows, X.shape[1]):
@@ -100,7 +118,8 @@ class _RidgePath:
     of "eigen", no second m × m array) or "cholesky" (kept for one solve: the refit).
     """
 
-    def __init__(self, X, Y, train, fit_intercept, method):
+    def __init__(self, X, Y, train, fit_intercept, method, affine=None):
+        X = _Rows(X, affine)
         n, p = len(train), X.shape[1]
         self.X, self.train, self.dual = X, train, n <= p
         self.mean = _mean(X, train) if fit_intercept else np.zeros(p)
@@ -182,6 +201,16 @@ class _RidgePath:
         else:
             S = self.U @ (self.B / (self.w + alpha)[:, None])
         return _xt_dot(self.X, self.train, self.mean, S) if self.dual else S
+
+
+def _spread(Y, rows, n):
+    """``Y`` (one row per fitted row) as rows of an ``n``-row array: the paths index targets
+    by rows of ``X``."""
+    if len(rows) == n and np.array_equal(rows, np.arange(n)):
+        return Y
+    spread = np.zeros((n, Y.shape[1]))
+    spread[rows] = Y
+    return spread
 
 
 def _labels(decision):
@@ -302,6 +331,46 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
             X, y = tensor_input(self, X, y)
         else:
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        return self._fit(X, y, None, None)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_rows(self, X, y, rows=None, affine=None):
+        """:meth:`fit` on ``X[rows] * multiplier - shift`` without forming it.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Float32 input is not copied.
+        y : array-like of shape (n_samples,)
+            Labels of all rows of ``X``.
+        rows : array of int, default=None
+            The rows to fit on (None: all).
+        affine : (multiplier, shift) arrays of shape (n_features,), default=None
+            The model is fitted, and its ``coef_`` expressed, on the standardized features
+            (:meth:`~featpipe.classical.transformers.Standardizer.affine`), taken a block
+            at a time in float64; None: on ``X``.
+
+        Returns
+        -------
+        self : RidgeProbeClassifier
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from featpipe.classical.transformers import Standardizer
+        >>> X, y = load_digits(return_X_y=True)
+        >>> scaler = Standardizer().fit(X)
+        >>> a = RidgeProbeClassifier(cv=3).fit_rows(X, y, affine=scaler.affine())
+        >>> b = RidgeProbeClassifier(cv=3).fit(scaler.transform(X), y)
+        >>> a.alpha_ == b.alpha_, bool(np.allclose(a.coef_, b.coef_))
+        (True, True)
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        return self._fit(X, y, None if rows is None else np.asarray(rows), affine)
+
+    def _fit(self, X, y, rows, affine):
+        rows = np.arange(len(y)) if rows is None else rows
+        y = y[rows]
         check_classification_targets(y)
         alphas = np.unique(np.asarray(self.alphas, dtype=np.float64).ravel())
         if alphas.size == 0 or not np.all(np.isfinite(alphas)) or alphas[0] <= 0:
@@ -314,9 +383,9 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
         else:
             Y = -np.ones((len(y), len(self.classes_)))
             Y[np.arange(len(y)), y_index] = 1.0
-        rows = np.arange(len(y))
+        Y = _spread(Y, rows, len(X))
         if self.cv is None:
-            path = self._path(X, Y, rows, "eigen")
+            path = self._path(X, Y, rows, "eigen", affine)
             pred = np.empty((len(alphas), len(y)), dtype=np.intp)
             for i, part, decision in path.loo_decisions(alphas):
                 pred[i, part] = _labels(decision)
@@ -327,15 +396,15 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
             else:
                 splitter = check_cv(self.cv, y, classifier=True)
             columns = []
-            for train, test in splitter.split(X, y_index):
-                fold = self._path(X, Y, train, "tridiagonal")
+            for train, test in splitter.split(np.empty((len(y), 0)), y_index):
+                fold = self._path(X, Y, rows[train], "tridiagonal", affine)
                 pred = np.empty((len(alphas), len(test)), dtype=np.intp)
-                for i, _, decision in fold.decisions(test, alphas):
+                for i, _, decision in fold.decisions(rows[test], alphas):
                     pred[i] = _labels(decision)
                 columns.append(_scores(pred, y_index[test], self.scoring))
                 del fold
             scores = np.stack(columns, axis=1)
-            path = self._path(X, Y, rows, "cholesky")
+            path = self._path(X, Y, rows, "cholesky", affine)
         mean_scores = scores.mean(axis=1)
         best = int(np.flatnonzero(mean_scores == mean_scores.max())[-1])
         self.alphas_, self.cv_scores_ = alphas, scores
@@ -347,10 +416,10 @@ class RidgeProbeClassifier(LinearClassifierMixin, BaseEstimator):
         self.intercept_ = (path.ybar - path.mean @ coef).astype(dtype)
         return self
 
-    def _path(self, X, Y, rows, method):
+    def _path(self, X, Y, rows, method, affine=None):
         """The NumPy path by ``method``, or the torch path (eigen decompositions throughout)."""
         if not is_tensor(X):
-            return _RidgePath(X, Y, rows, self.fit_intercept, method)
+            return _RidgePath(X, Y, rows, self.fit_intercept, method, affine)
         from featpipe.classical.ridge_torch import TorchRidgePath
 
         return TorchRidgePath(X, Y, rows, self.fit_intercept)

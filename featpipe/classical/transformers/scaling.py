@@ -223,11 +223,41 @@ class Standardizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixi
         """
         check_is_fitted(self, "mean_")
         X, xp, _ = _float_input(self, X, reset=False)
-        safe_scale = xp.where(self.scale_ > 0, self.scale_, xp.ones_like(self.scale_))
-        inverse = xp.where(self.scale_ > 0, 1.0 / safe_scale, xp.zeros_like(safe_scale))
+        multiplier, shift = self.affine(X.dtype)
         # Scaled before the shift: X - mean can overflow float32 for huge finite features.
-        shift = xp.astype(self.mean_ * inverse, X.dtype)
-        return X * xp.astype(inverse, X.dtype) - shift
+        return X * multiplier - shift
+
+    def affine(self, dtype=None):
+        """``(multiplier, shift)`` such that ``transform(X) == X * multiplier - shift``.
+
+        A linear model on the standardized features can then be fitted or applied to ``X``
+        itself (the fast search's L-BFGS folds: no standardized copy of the rows).
+
+        Parameters
+        ----------
+        dtype : dtype of the fitted statistics' namespace, default=None
+            None keeps the statistics' precision.
+
+        Returns
+        -------
+        multiplier, shift : arrays of shape (n_features,)
+            ``1 / scale_`` and ``mean_ / scale_``; both 0 for a zero-variance feature.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[1.0, 5.0], [3.0, 5.0]])
+        >>> [a.tolist() for a in Standardizer().fit(X).affine()]
+        [[1.0, 0.0], [2.0, 0.0]]
+        """
+        check_is_fitted(self, "mean_")
+        xp, _, _ = get_namespace_and_device(self.scale_)
+        safe_scale = xp.where(self.scale_ > 0, self.scale_, xp.ones_like(self.scale_))
+        multiplier = xp.where(self.scale_ > 0, 1.0 / safe_scale, xp.zeros_like(safe_scale))
+        shift = self.mean_ * multiplier
+        if dtype is None:
+            return multiplier, shift
+        return xp.astype(multiplier, dtype), xp.astype(shift, dtype)
 
 
 class FNEDiscretizer(_FloatTransformerMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
