@@ -90,8 +90,10 @@ def test_a_prefix_that_cannot_stream_is_computed_once_per_fold(digits, monkeypat
     real = ClippedPCA.transform
     monkeypatch.setattr(ClippedPCA, "transform",
                         lambda self, Z: calls.append(len(Z)) or real(self, Z))
+    before = X.copy()
     fast = run_fast_search(pipe, grid, X, y, cv=3, patience=None, coarse_step=1)
-    assert _scores(fast) == pytest.approx(_scores(plain), abs=0)
+    np.testing.assert_array_equal(X, before)  # the folds' PCA centres copies, never X
+    assert _scores(fast) == pytest.approx(_scores(plain), abs=1e-12)
     assert len(calls) <= 3 * 2 + 2  # each fold's train and test rows once, not once per C
     np.testing.assert_array_equal(fast.best_estimator.predict(X), plain.best_estimator.predict(X))
 

@@ -212,6 +212,27 @@ def test_clipped_pca_clips_to_the_data():
         ClippedPCA(n_components=0).fit(_rng_X())
 
 
+@pytest.mark.parametrize("solver", ["randomized", "full"])
+def test_clipped_pca_without_copy_overwrites_its_input_and_projects_alike(solver):
+    import tracemalloc
+
+    from sklearn.decomposition import PCA
+
+    X = _rng_X(n=2000, d=100) + 3.0
+    expected = PCA(5, svd_solver=solver, random_state=0).fit_transform(X)
+    peaks = {}
+    for copy in (True, False):
+        own = X.copy()
+        tracemalloc.start()
+        projected = ClippedPCA(5, svd_solver=solver, random_state=0, copy=copy).fit_transform(own)
+        peaks[copy] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        np.testing.assert_allclose(projected, expected, rtol=1e-3, atol=1e-3)
+        assert np.array_equal(own, X) == copy  # the default leaves its input alone
+    if solver == "randomized":  # no centred copy of the input
+        assert peaks[False] < 0.5 * X.nbytes < X.nbytes <= peaks[True]
+
+
 # --------------------------------------------------------------------------- array API
 
 ARRAY_API_SCRIPT = textwrap.dedent(

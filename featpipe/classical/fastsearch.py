@@ -383,10 +383,18 @@ def _prepare_fold(pipeline: Pipeline, param: str, X, y, train, test,
     preprocess = clone(pipeline[:-1])
     if streams(preprocess):
         return _Fold(X, y, train, test, fit_rows(preprocess, X, y, train), clf, param=param)
+    _work_in_place(preprocess)  # its input is the fold's own copy of its rows
     fixed = (_as_input(preprocess.fit_transform(take_rows(X, train), y[train]), clf),
              _as_input(preprocess.transform(take_rows(X, test)), clf))
     # the fitted prefix is not kept: UMAP holds its training rows
     return _Fold(X, y, train, test, None, clf, fixed=fixed, param=param)
+
+
+def _work_in_place(preprocess: Pipeline) -> None:
+    """Let the steps that can (PCA's centring) overwrite their input instead of copying it."""
+    for name, step in preprocess.steps:
+        if step != "passthrough" and "copy" in step.get_params(deep=False):
+            preprocess.set_params(**{f"{name}__copy": False})
 
 
 def _as_input(Xt, clf):

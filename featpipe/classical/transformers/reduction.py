@@ -31,6 +31,9 @@ class ClippedPCA(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
     svd_solver : {"auto", "full", "covariance_eigh", "arpack", "randomized"}, default="auto"
         Use ``"full"`` or ``"covariance_eigh"`` for array-API (torch/GPU) inputs.
     random_state : int or None, default=None
+    copy : bool, default=True
+        False lets the PCA centre the rows passed to ``fit``/``fit_transform`` in place (they
+        are overwritten: the fast search's folds, whose rows are copies of their own).
 
     Attributes
     ----------
@@ -47,11 +50,13 @@ class ClippedPCA(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
     5
     """
 
-    def __init__(self, n_components=256, whiten=False, svd_solver="auto", random_state=None):
+    def __init__(self, n_components=256, whiten=False, svd_solver="auto", random_state=None,
+                 copy=True):
         self.n_components = n_components
         self.whiten = whiten
         self.svd_solver = svd_solver
         self.random_state = random_state
+        self.copy = copy
 
     def fit(self, X, y=None):
         """Fit PCA with the clipped number of components.
@@ -60,18 +65,33 @@ class ClippedPCA(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
         -------
         self : ClippedPCA
         """
+        X, _, _ = _float_input(self, X, reset=True)
+        self._pca(X).fit(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit PCA and project X (from the decomposition: X may have been centred in place).
+
+        Returns
+        -------
+        X_reduced : array of shape (n_samples, n_components_)
+        """
+        X, _, _ = _float_input(self, X, reset=True)
+        return self._pca(X).fit_transform(X)
+
+    def _pca(self, X):
         from sklearn.decomposition import PCA
 
         _check_positive_int(self.n_components, "ClippedPCA n_components")
-        X, _, _ = _float_input(self, X, reset=True)
         self.n_components_ = min(self.n_components, X.shape[0], X.shape[1])
         self.pca_ = PCA(
             n_components=self.n_components_,
             whiten=self.whiten,
             svd_solver=self.svd_solver,
             random_state=self.random_state,
-        ).fit(X)
-        return self
+            copy=self.copy,
+        )
+        return self.pca_
 
     def transform(self, X):
         """Project X on the principal components.
