@@ -41,9 +41,11 @@ smallest C, wins), but it
    gathered a block at a time), and each fold's standardization is folded into the
    classifier's objective (:meth:`~featpipe.classical.linear.LBFGSLinearSVC.fit_rows`). The
    ``l2`` recipe then holds ``X`` and one transformed copy instead of ``X`` plus a copy of the
-   training rows per thread (12k Fashion-MNIST images: 2.87x instead of 3.28x ``X`` beyond the
-   imports; ``--normalize standard``: 2.13x instead of 3.32x). ``extra["fold_rows"]`` says
-   which way the folds held their rows.
+   training rows per thread (12k Fashion-MNIST images, peak beyond the imports: 2.81x instead
+   of 3.28x ``X``; ``--normalize standard``: 2.09x instead of 3.32x). Gathering scattered rows
+   costs ~10 % of a fit's time (``--normalize standard`` at 12k: 236 s, 208 s with a copy of
+   ``X`` in fold order), so ``X`` is not copied for it. ``extra["fold_rows"]`` says which way
+   the folds held their rows.
 
 A grid over one other parameter of the classifier (the ``umap-knn`` recipe's
 ``clf__n_neighbors``) gets steps 1 and 5 only: every value is evaluated, in the grid's order,

@@ -140,6 +140,9 @@ class Objective:
         Fit on ``X * multiplier - shift`` (standardized features,
         :meth:`~featpipe.classical.transformers.Standardizer.affine`) without forming it: the
         scores are ``(W * multiplier) @ X.T - W @ shift`` and the gradient is mapped back.
+    center : bool, default=False
+        Work on centred features where that helps (module notes): ``theta`` is then the
+        centred model; :meth:`start` and :meth:`solution` map a model to ``theta`` and back.
     """
 
     def __init__(self, X, targets, loss, C, fit_intercept, intercept_scaling=1.0, rows=None,
