@@ -212,25 +212,75 @@ def test_clipped_pca_clips_to_the_data():
         ClippedPCA(n_components=0).fit(_rng_X())
 
 
-@pytest.mark.parametrize("solver", ["randomized", "full"])
-def test_clipped_pca_without_copy_overwrites_its_input_and_projects_alike(solver):
+def test_clipped_pca_full_solver_without_copy_overwrites_its_input_and_projects_alike():
     import tracemalloc
 
     from sklearn.decomposition import PCA
 
     X = _rng_X(n=2000, d=100) + 3.0
-    expected = PCA(5, svd_solver=solver, random_state=0).fit_transform(X)
-    peaks = {}
+    expected = PCA(5, svd_solver="full", random_state=0).fit_transform(X)
     for copy in (True, False):
         own = X.copy()
-        tracemalloc.start()
-        projected = ClippedPCA(5, svd_solver=solver, random_state=0, copy=copy).fit_transform(own)
-        peaks[copy] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        projected = ClippedPCA(5, svd_solver="full", random_state=0, copy=copy).fit_transform(own)
         np.testing.assert_allclose(projected, expected, rtol=1e-3, atol=1e-3)
         assert np.array_equal(own, X) == copy  # the default leaves its input alone
-    if solver == "randomized":  # no centred copy of the input
-        assert peaks[False] < 0.5 * X.nbytes < X.nbytes <= peaks[True]
+
+
+@pytest.mark.parametrize("shape", [(4000, 100), (60, 700)])  # both orientations of the range
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clipped_pca_randomized_equals_sklearn_without_copying_its_input(shape, dtype):
+    import tracemalloc
+
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    scales = np.r_[10.0, 8.0, 6.0, 4.0, 2.0, np.full(shape[1] - 5, 0.1)]  # a clear top 5
+    X = (rng.normal(size=shape) * scales + 3.0).astype(dtype)
+    reference = PCA(5, svd_solver="randomized", random_state=0)
+    expected = reference.fit_transform(X.copy())
+    for solver in ("randomized", "auto"):  # auto: randomized on both shapes
+        own = X.copy()
+        tracemalloc.start()
+        pca = ClippedPCA(5, svd_solver=solver, random_state=0)
+        projected = pca.fit_transform(own)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert np.array_equal(own, X)
+        if shape == (4000, 100):
+            assert peak < 0.5 * X.nbytes  # no centred copy
+        rtol = 1e-3 if dtype == np.float32 else 1e-8
+        np.testing.assert_allclose(projected, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+        np.testing.assert_allclose(pca.transform(X[:7]), reference.transform(X[:7]),
+                                   rtol=rtol, atol=rtol * np.abs(expected).max())
+        for name in ("components_", "mean_", "explained_variance_", "explained_variance_ratio_",
+                     "singular_values_", "noise_variance_"):
+            np.testing.assert_allclose(getattr(pca.pca_, name), getattr(reference, name),
+                                       rtol=rtol, atol=rtol, err_msg=name)
+        assert pca.pca_.components_.dtype == reference.components_.dtype
+
+
+def test_clipped_pca_fit_transform_rows_reads_the_rows_in_place():
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    X = (rng.normal(size=(16000, 256)) * np.r_[9.0, 7.0, 5.0, np.full(253, 0.2)] + 1.0
+         ).astype(np.float32)
+    rows = np.sort(rng.choice(len(X), size=12000, replace=False))
+    expected_pca = ClippedPCA(3, svd_solver="randomized", random_state=0)
+    expected = expected_pca.fit_transform(X[rows])
+    before = X.copy()
+    tracemalloc.start()
+    pca = ClippedPCA(3, svd_solver="randomized", random_state=0)
+    projected = pca.fit_transform_rows(X, rows)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(X, before)
+    assert peak < 0.5 * X[rows].nbytes  # blocks of rows and thin matrices, never the rows
+    np.testing.assert_allclose(projected, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(pca.pca_.components_, expected_pca.pca_.components_, atol=1e-5)
+    small = ClippedPCA(3, svd_solver="full").fit_transform_rows(X[:50], np.arange(0, 50, 2))
+    np.testing.assert_allclose(small, ClippedPCA(3, svd_solver="full").fit_transform(X[:50:2]),
+                               atol=1e-5)
 
 
 # --------------------------------------------------------------------------- array API

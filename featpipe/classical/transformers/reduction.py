@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
@@ -15,6 +16,10 @@ from featpipe.classical.transformers._base import (
     _check_positive_int,
     _float_input,
     _FloatTransformerMixin,
+)
+from featpipe.classical.transformers._centred_svd import (
+    centred_randomized_svd,
+    column_mean_and_total_variance,
 )
 
 
@@ -32,8 +37,10 @@ class ClippedPCA(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
         Use ``"full"`` or ``"covariance_eigh"`` for array-API (torch/GPU) inputs.
     random_state : int or None, default=None
     copy : bool, default=True
-        False lets the PCA centre the rows passed to ``fit``/``fit_transform`` in place (they
-        are overwritten: the fast search's folds, whose rows are copies of their own).
+        False lets the ``"full"`` solver centre the rows passed to ``fit``/``fit_transform``
+        in place (they are overwritten: the fast search's folds, whose rows are copies of
+        their own). The randomized solver (``"auto"``'s choice for large NumPy inputs) never
+        copies nor modifies them: it multiplies by the centred matrix implicitly.
 
     Attributes
     ----------
@@ -65,8 +72,7 @@ class ClippedPCA(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
         -------
         self : ClippedPCA
         """
-        X, _, _ = _float_input(self, X, reset=True)
-        self._pca(X).fit(X)
+        self.fit_transform(X)
         return self
 
     def fit_transform(self, X, y=None):
@@ -77,13 +83,33 @@ class ClippedPCA(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
         X_reduced : array of shape (n_samples, n_components_)
         """
         X, _, _ = _float_input(self, X, reset=True)
-        return self._pca(X).fit_transform(X)
+        pca = self._pca(X.shape)
+        if isinstance(X, np.ndarray) and _resolved_solver(pca, X.shape) == "randomized":
+            return _fit_randomized_without_copy(pca, X)
+        return pca.fit_transform(X)
 
-    def _pca(self, X):
+    def fit_transform_rows(self, X, rows):
+        """``fit_transform(X[rows])``, without copying the rows where the randomized solver
+        runs (it reads them a block at a time); ``X`` is never modified.
+
+        Returns
+        -------
+        X_reduced : array of shape (len(rows), n_components_)
+        """
+        rows = np.asarray(rows)
+        shape = (len(rows), X.shape[1])
+        pca = self._pca(shape)
+        if not (isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64)
+                and _resolved_solver(pca, shape) == "randomized"):
+            return self.fit_transform(X[rows])
+        X, _, _ = _float_input(self, X, reset=True)  # checks every row of X, copies none
+        return _fit_randomized_without_copy(pca, X, rows)
+
+    def _pca(self, shape: tuple[int, int]):
         from sklearn.decomposition import PCA
 
         _check_positive_int(self.n_components, "ClippedPCA n_components")
-        self.n_components_ = min(self.n_components, X.shape[0], X.shape[1])
+        self.n_components_ = min(self.n_components, *shape)
         self.pca_ = PCA(
             n_components=self.n_components_,
             whiten=self.whiten,
@@ -113,6 +139,42 @@ class ClippedPCA(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.array_api_support = self.svd_solver not in ("arpack", "randomized")
         return tags
+
+
+def _resolved_solver(pca, shape: tuple[int, int]) -> str:
+    """The solver ``PCA(svd_solver="auto")`` picks for data of ``shape`` (scikit-learn's rule)."""
+    if pca.svd_solver != "auto":
+        return pca.svd_solver
+    n_samples, n_features = shape
+    if n_features <= 1_000 and n_samples >= 10 * n_features:
+        return "covariance_eigh"
+    if max(shape) <= 500:
+        return "full"
+    return "randomized" if 1 <= pca.n_components < 0.8 * min(shape) else "full"
+
+
+def _fit_randomized_without_copy(pca, X: np.ndarray, rows: np.ndarray | None = None
+                                 ) -> np.ndarray:
+    """Fit ``pca`` (``PCA``, set up for ``X[rows]``) as its randomized solver would, without the
+    centred copy it makes (:mod:`._centred_svd`); returns ``pca.fit_transform(X[rows])``."""
+    from sklearn.utils.extmath import svd_flip
+
+    n_samples, n_features = (len(X) if rows is None else len(rows)), X.shape[1]
+    k = pca.n_components
+    mean, total_var = column_mean_and_total_variance(X, rows)
+    U, S, Vt = centred_randomized_svd(X, mean, k, rows=rows, n_oversamples=pca.n_oversamples,
+                                      n_iter=pca.iterated_power,
+                                      random_state=check_random_state(pca.random_state))
+    U, Vt = svd_flip(U, Vt, u_based_decision=False)
+    explained_variance = S**2 / (n_samples - 1)
+    pca.n_features_in_, pca._fit_svd_solver = n_features, "randomized"
+    pca.mean_, pca.n_samples_, pca.components_, pca.n_components_ = mean, n_samples, Vt, k
+    pca.explained_variance_ = explained_variance
+    pca.explained_variance_ratio_ = explained_variance / total_var
+    pca.singular_values_ = S.copy()
+    rest = min(n_features, n_samples) - k
+    pca.noise_variance_ = (total_var - explained_variance.sum()) / rest if rest else 0.0
+    return U * (np.sqrt(n_samples - 1) if pca.whiten else S)
 
 
 class ClippedUMAP(TransformerMixin, BaseEstimator):
