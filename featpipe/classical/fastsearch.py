@@ -385,11 +385,23 @@ def _prepare_fold(pipeline: Pipeline, param: str, X, y, train, test,
     preprocess = clone(pipeline[:-1])
     if streams(preprocess):
         return _Fold(X, y, train, test, fit_rows(preprocess, X, y, train), clf, param=param)
-    _work_in_place(preprocess)  # its input is the fold's own copy of its rows
-    fixed = (_as_input(preprocess.fit_transform(take_rows(X, train), y[train]), clf),
-             _as_input(preprocess.transform(take_rows(X, test)), clf))
+    fixed = _embed_fold(preprocess, X, y, train, test)
     # the fitted prefix is not kept: UMAP holds its training rows
-    return _Fold(X, y, train, test, None, clf, fixed=fixed, param=param)
+    return _Fold(X, y, train, test, None, clf, fixed=tuple(_as_input(Xt, clf) for Xt in fixed),
+                 param=param)
+
+
+def _embed_fold(preprocess: Pipeline, X, y, train, test) -> tuple:
+    """The fold's (training, held-out) rows through ``preprocess``, fitted on the training rows.
+    A lone step that reads its rows in place
+    (:meth:`~featpipe.classical.transformers.ClippedPCA.fit_transform_rows`) copies none."""
+    steps = [step for _, step in preprocess.steps if step != "passthrough"]
+    if isinstance(X, np.ndarray) and len(steps) == 1 and hasattr(steps[0], "fit_transform_rows"):
+        return (steps[0].fit_transform_rows(X, train),
+                transform_rows(preprocess, X, test, X.dtype))
+    _work_in_place(preprocess)  # its input is the fold's own copy of its rows
+    return (preprocess.fit_transform(take_rows(X, train), y[train]),
+            preprocess.transform(take_rows(X, test)))
 
 
 def _work_in_place(preprocess: Pipeline) -> None:
