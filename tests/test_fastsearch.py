@@ -147,6 +147,33 @@ def test_patience_stops_the_walk_and_is_recorded(digits):
     assert short.extra["n_candidates"] == 9 and short.extra["patience"] == 1
 
 
+class _ScriptedFold:
+    """A fold whose test score at each C is given."""
+
+    def __init__(self, fold, scores):
+        self.fold, self.scores = fold, scores
+
+    def score(self, value, scorer, cancel=None):
+        return self.scores[value][self.fold], 0.0
+
+    def forget(self, keep):
+        pass
+
+
+@pytest.mark.parametrize("patience", [2, None])
+def test_a_drop_in_every_fold_ends_the_walk_before_patience_runs_out(patience):
+    from featpipe.classical.fastsearch import _Path
+
+    values = [0.01, 0.1, 1.0, 10.0]
+    agree = {0.01: [.7, .7, .7], 0.1: [.8, .8, .8], 1.0: [.79, .75, .78], 10.0: [.9, .9, .9]}
+    disagree = {**agree, 1.0: [.81, .75, .7]}  # a lower mean, but one fold scores higher
+    for scores, stops in ((agree, patience is not None), (disagree, False)):
+        path = _Path("clf__C", values, [_ScriptedFold(k, scores) for k in range(3)], None, 1, 0)
+        path.walk(values, patience)
+        assert sorted(path.rows) == (values[:3] if stops else values)
+        assert path.best() == (0.1 if stops else 10.0)
+
+
 def test_refit_is_an_ordinary_pipeline_and_threads_give_the_same_result(digits):
     X, y = digits
     pipe, grid = build_recipe("fne", layer_slices=SLICES)

@@ -16,8 +16,11 @@ smallest C, wins), but it
    SVM (:class:`~featpipe.classical.linear.LBFGSLinearSVC`, the recipes' default) from the
    previous C's coefficients (liblinear, behind scikit-learn's ``LinearSVC``, has no warm
    start; its dual/primal choice is ``dual="auto"``: dual when features outnumber samples);
-3. stops the walk when ``patience`` successive C values have not beaten the best mean score
-   (large C values are the slow ones and rarely help once the score has peaked);
+3. stops the walk when ``patience`` successive C values have not beaten the best mean score,
+   or at once when every fold scores a value below the best one (large C values are the slow
+   ones and rarely help once the score has peaked; a drop that all folds agree on is no
+   noise: on 12k Fashion-MNIST images, ``--normalize standard`` scored 0.897 at C = 1e-3 and
+   0.887 at 1e-2 with a fold spread of 0.003, and C = 0.1, the slowest fit, scored 0.876);
 4. searches long grids coarse-to-fine: every ``coarse_step``-th value first, then the values
    between the best coarse value's neighbours (the linear probe's 45 values cost ~12 fits);
 5. runs the folds in parallel threads (``n_jobs``; liblinear and torch release the GIL, so
@@ -66,7 +69,6 @@ which search ran.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -430,18 +432,26 @@ class _Path:
         self.n_threads, self.verbose = n_threads, verbose
         self.on_fit = on_fit or (lambda n: None)
         self.rows: dict = {}
+        self.fold_scores: dict = {}  # value -> the folds' test scores
 
     def walk(self, values: Sequence, patience: int | None) -> None:
-        """Evaluate ``values`` in order until ``patience`` successive ones do not improve."""
-        best, since_best = -math.inf, 0
+        """Evaluate ``values`` in order until ``patience`` successive ones do not improve, or
+        one scores lower than the best in every fold (module notes, 3)."""
+        best, since_best = None, 0
 
         def go_on(value, results) -> bool:
             nonlocal best, since_best
             if results is not None:
                 self._record(value, results)
-            score = self.rows[value]["mean_test_score"]
-            best, since_best = (score, 0) if score > best else (best, since_best + 1)
-            return patience is None or since_best < patience
+            if best is None or self.rows[value]["mean_test_score"] > \
+                    self.rows[best]["mean_test_score"]:
+                best, since_best = value, 0
+                return True
+            since_best += 1
+            if patience is None:
+                return True
+            return since_best < patience and not np.all(
+                self.fold_scores[value] < self.fold_scores[best])
 
         if _joblib_runs_threads():
             config = get_config()
@@ -464,6 +474,7 @@ class _Path:
 
     def _record(self, value, results: list[tuple[float, float]]) -> None:
         scores = np.array([score for score, _ in results])
+        self.fold_scores[value] = scores
         self.rows[value] = {
             "params": {self.param: value},
             "mean_test_score": float(np.mean(scores)),
@@ -579,8 +590,8 @@ def run_fast_search(
         Threads running the folds of one value; None: one per core (at most one per fold).
     random_state : int or None, default=0
     patience : int or None, default=2
-        Stop the walk up the C grid after this many values without improvement; None never
-        stops.
+        Stop the walk up the C grid after this many values without improvement, or after one
+        that every fold scores lower than the best; None never stops.
     coarse_step : int, default=4
         Grids longer than 10 values are first evaluated on every ``coarse_step``-th value.
     search_tol : float or None, default=1e-4
