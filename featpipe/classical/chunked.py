@@ -6,7 +6,8 @@ full-size intermediate: a fold of the FNE recipe (standardize -> discretize) hel
 its rows at once. :func:`fit_rows` instead fits a step that learns nothing from the rows
 (layer selection, per-layer L2, FNE discretization) on one block and a step with
 ``partial_fit`` (:class:`~featpipe.classical.transformers.Standardizer`) block by block;
-other steps (PCA, UMAP) are fitted on the copied rows as usual. :func:`transform_rows` writes
+other steps (PCA, UMAP) are fitted on the copied rows as usual (the fast search lets a lone
+PCA read its rows in place instead). :func:`transform_rows` writes
 ``preprocess.transform(X[rows])`` into one preallocated array, :data:`CHUNK_ROWS` rows at a
 time.
 """
