@@ -82,6 +82,19 @@ def test_round_trip(data, tmp_path, recipe, layers):
     assert [name for name, _ in loaded.steps] == [name for name, _ in pipeline.steps]
 
 
+def test_round_trip_of_a_pca_fitted_without_copies(data, tmp_path):
+    from featpipe.classical.transformers import ClippedPCA
+
+    X, y = data
+    pca = ClippedPCA(8, svd_solver="randomized", random_state=0)  # centred implicitly
+    pipeline = Pipeline([("reduce", pca), ("clf", LinearSVC())]).fit(X, y)
+    path = save_model(tmp_path / "m.skops", pipeline, provenance=PROVENANCE, training=TRAINING)
+    assert untrusted_types(path) == []
+    loaded = load_model(path)[0]
+    np.testing.assert_array_equal(loaded[:-1].transform(X), pipeline[:-1].transform(X))
+    np.testing.assert_array_equal(loaded.predict(X), pipeline.predict(X))
+
+
 def test_untrusted_types_are_refused_unless_trusted(data, tmp_path):
     X, y = data
     pipeline = Pipeline([("normalize", Shift()), ("clf", LinearSVC())]).fit(X, y)

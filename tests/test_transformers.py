@@ -228,7 +228,8 @@ def test_clipped_pca_full_solver_without_copy_overwrites_its_input_and_projects_
 
 @pytest.mark.parametrize("shape", [(4000, 100), (60, 700)])  # both orientations of the range
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_clipped_pca_randomized_equals_sklearn_without_copying_its_input(shape, dtype):
+@pytest.mark.parametrize("whiten", [False, True])
+def test_clipped_pca_randomized_equals_sklearn_without_copying_its_input(shape, dtype, whiten):
     import tracemalloc
 
     from sklearn.decomposition import PCA
@@ -236,12 +237,12 @@ def test_clipped_pca_randomized_equals_sklearn_without_copying_its_input(shape, 
     rng = np.random.default_rng(0)
     scales = np.r_[10.0, 8.0, 6.0, 4.0, 2.0, np.full(shape[1] - 5, 0.1)]  # a clear top 5
     X = (rng.normal(size=shape) * scales + 3.0).astype(dtype)
-    reference = PCA(5, svd_solver="randomized", random_state=0)
+    reference = PCA(5, svd_solver="randomized", random_state=0, whiten=whiten)
     expected = reference.fit_transform(X.copy())
     for solver in ("randomized", "auto"):  # auto: randomized on both shapes
         own = X.copy()
         tracemalloc.start()
-        pca = ClippedPCA(5, svd_solver=solver, random_state=0)
+        pca = ClippedPCA(5, svd_solver=solver, random_state=0, whiten=whiten)
         projected = pca.fit_transform(own)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()

@@ -168,7 +168,9 @@ def _fit_randomized_without_copy(pca, X: np.ndarray, rows: np.ndarray | None = N
     U, Vt = svd_flip(U, Vt, u_based_decision=False)
     explained_variance = S**2 / (n_samples - 1)
     pca.n_features_in_, pca._fit_svd_solver = n_features, "randomized"
-    pca.mean_, pca.n_samples_, pca.components_, pca.n_components_ = mean, n_samples, Vt, k
+    # C order, as a loaded model has it: BLAS rounds differently on another layout
+    pca.mean_, pca.n_samples_, pca.n_components_ = mean, n_samples, k
+    pca.components_ = np.ascontiguousarray(Vt)
     pca.explained_variance_ = explained_variance
     pca.explained_variance_ratio_ = explained_variance / total_var
     pca.singular_values_ = S.copy()
