@@ -400,11 +400,11 @@ def _embed_fold(preprocess: Pipeline, X, y, train, test) -> tuple:
     """The fold's (training, held-out) rows through ``preprocess``, fitted on the training rows.
     A lone step that reads its rows in place
     (:meth:`~featpipe.classical.transformers.ClippedPCA.fit_transform_rows`) copies none."""
+    _work_in_place(preprocess)  # what it copies from X is the fold's own
     steps = [step for _, step in preprocess.steps if step != "passthrough"]
     if isinstance(X, np.ndarray) and len(steps) == 1 and hasattr(steps[0], "fit_transform_rows"):
         return (steps[0].fit_transform_rows(X, train),
                 transform_rows(preprocess, X, test, X.dtype))
-    _work_in_place(preprocess)  # its input is the fold's own copy of its rows
     return (preprocess.fit_transform(take_rows(X, train), y[train]),
             preprocess.transform(take_rows(X, test)))
 
@@ -451,10 +451,8 @@ class _Path:
                 best, since_best = value, 0
                 return True
             since_best += 1
-            if patience is None:
-                return True
-            return since_best < patience and not np.all(
-                self.fold_scores[value] < self.fold_scores[best])
+            return patience is None or (since_best < patience and not np.all(
+                self.fold_scores[value] < self.fold_scores[best]))
 
         if _joblib_runs_threads():
             config = get_config()

@@ -21,13 +21,16 @@ from sklearn.utils import check_random_state
 BLOCK_ROWS = 512
 
 
-def _blocks(X: np.ndarray, rows: np.ndarray | None, size: int = BLOCK_ROWS):
-    """``(positions, X[rows][positions])`` a block at a time (``X`` itself when rows is None)."""
+def _blocks(X: np.ndarray, rows: np.ndarray | None, whole: bool = False):
+    """``(positions, X[rows][positions])`` a block of :data:`BLOCK_ROWS` at a time (views of
+    ``X`` when rows is None; with ``whole``, ``X`` itself in one block then: one BLAS call)."""
     if rows is None:
-        yield slice(None), X
+        step = max(len(X), 1) if whole else BLOCK_ROWS
+        for start in range(0, len(X), step):
+            yield slice(start, start + step), X[start : start + step]
         return
-    for start in range(0, len(rows), size):
-        yield slice(start, start + size), X[rows[start : start + size]]
+    for start in range(0, len(rows), BLOCK_ROWS):
+        yield slice(start, start + BLOCK_ROWS), X[rows[start : start + BLOCK_ROWS]]
 
 
 def column_mean_and_total_variance(X: np.ndarray, rows: np.ndarray | None = None
@@ -37,14 +40,12 @@ def column_mean_and_total_variance(X: np.ndarray, rows: np.ndarray | None = None
     n_samples = len(X) if rows is None else len(rows)
     total = np.zeros(X.shape[1])
     for _, block in _blocks(X, rows):
-        for start in range(0, len(block), BLOCK_ROWS):
-            total += block[start : start + BLOCK_ROWS].sum(axis=0, dtype=np.float64)
+        total += block.sum(axis=0, dtype=np.float64)
     mean = (total / n_samples).astype(X.dtype)
     variance = 0.0
     for _, block in _blocks(X, rows):
-        for start in range(0, len(block), BLOCK_ROWS):
-            part = block[start : start + BLOCK_ROWS] - mean
-            variance += float(np.square(part, out=part).sum(dtype=np.float64))
+        centred = block - mean
+        variance += float(np.square(centred, out=centred).sum(dtype=np.float64))
     return mean, variance / max(n_samples - 1, 1)
 
 
@@ -69,14 +70,14 @@ def centred_randomized_svd(X: np.ndarray, mean: np.ndarray, n_components: int, *
 
     def times(Q):  # (X[rows] - mean) @ Q
         out = np.empty((n_samples, Q.shape[1]), dtype=np.result_type(X, Q))
-        for positions, block in _blocks(X, rows):
+        for positions, block in _blocks(X, rows, whole=True):
             np.matmul(block, Q, out=out[positions])
         out -= mean @ Q
         return out
 
     def times_transposed(Q):  # (X[rows] - mean).T @ Q
         out = -np.outer(mean, Q.sum(axis=0))
-        for positions, block in _blocks(X, rows):
+        for positions, block in _blocks(X, rows, whole=True):
             out += block.T @ Q[positions]
         return out
 

@@ -92,6 +92,12 @@ class ClippedPCA(_FloatTransformerMixin, TransformerMixin, BaseEstimator):
         """``fit_transform(X[rows])``, without copying the rows where the randomized solver
         runs (it reads them a block at a time); ``X`` is never modified.
 
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+        rows : array of int
+            The rows of ``X`` to fit on.
+
         Returns
         -------
         X_reduced : array of shape (len(rows), n_components_)
@@ -167,9 +173,9 @@ def _fit_randomized_without_copy(pca, X: np.ndarray, rows: np.ndarray | None = N
                                       random_state=check_random_state(pca.random_state))
     U, Vt = svd_flip(U, Vt, u_based_decision=False)
     explained_variance = S**2 / (n_samples - 1)
-    pca.n_features_in_, pca._fit_svd_solver = n_features, "randomized"
     # C order, as a loaded model has it: BLAS rounds differently on another layout
-    pca.mean_, pca.n_samples_, pca.n_components_ = mean, n_samples, k
+    pca.n_features_in_, pca.mean_, pca.n_samples_, pca.n_components_ = \
+        n_features, mean, n_samples, k
     pca.components_ = np.ascontiguousarray(Vt)
     pca.explained_variance_ = explained_variance
     pca.explained_variance_ratio_ = explained_variance / total_var
