@@ -41,15 +41,17 @@ SCRIPT = textwrap.dedent(
         assert torch_result.best_params == numpy_result.best_params, name
         scores = [[row["mean_test_score"] for row in r.cv_table]
                   for r in (numpy_result, torch_result)]
-        # PCA's eigenvectors differ in the last bits between LAPACK and torch: a fold fit at
-        # the weakest regularisation (largest C) may then stop elsewhere, by an image or two
-        np.testing.assert_allclose(scores[0], scores[1], atol=0.02 if name == "pca" else 1e-12,
-                                   err_msg=name)
+        # The L-BFGS classifiers stop within their tolerance of the optimum by featpipe's
+        # L-BFGS on NumPy, torch's LBFGS on tensors: a fold's score may differ by an image
+        # (1/120), by two for PCA, whose eigenvectors differ in the last bits between LAPACK
+        # and torch; the closed-form ridge is the same arithmetic
+        atol = {"ridge": 1e-12, "pca": 0.02}.get(name, 0.01)
+        np.testing.assert_allclose(scores[0], scores[1], atol=atol, err_msg=name)
         best = torch_result.best_estimator
         assert not any(isinstance(v, torch.Tensor) for step in best.named_steps.values()
                        for v in vars(step).values()), name
-        np.testing.assert_array_equal(best.predict(X_test),
-                                      numpy_result.best_estimator.predict(X_test), name)
+        agree = best.predict(X_test) == numpy_result.best_estimator.predict(X_test)
+        assert agree.all() if name == "ridge" else agree.mean() >= 0.99, name
         print(name, torch_result.best_params, torch_result.extra["device"])
     for cv in (None, 4):  # leave-one-out and k-fold on the device
         on_numpy = RidgeProbeClassifier(cv=cv).fit(X_train[:150], y_train[:150])

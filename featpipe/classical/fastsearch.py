@@ -26,9 +26,9 @@ smallest C, wins), but it
    0.887 at 1e-2 with a fold spread of 0.003, and C = 0.1, the slowest fit, scored 0.876);
 4. searches long grids coarse-to-fine: every ``coarse_step``-th value first, then the values
    between the best coarse value's neighbours (the linear probe's 45 values cost ~12 fits);
-5. runs the folds in parallel threads (``n_jobs``; liblinear and torch release the GIL, so
-   no data is copied to worker processes), each single-threaded in torch (so that the scores
-   do not depend on ``n_jobs``), and does not wait for the slowest fold at every C: a thread
+5. runs the folds in parallel threads (``n_jobs``; liblinear, BLAS and torch release the
+   GIL, so no data is copied to worker processes), each single-threaded in torch and BLAS (so
+   that the scores do not depend on ``n_jobs``), and does not wait for the slowest fold at every C: a thread
    with no fold of the decided values left starts a fold of the next C, cancelled should the
    walk stop before it (:mod:`featpipe.classical.foldwalk`; each fold warm-starts from its
    own solution at the nearest smaller C, so the schedule changes no score);
@@ -89,6 +89,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import get_scorer
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
 
 from featpipe.classical.chunked import (
     fit_rows,
@@ -347,8 +348,8 @@ def _shared_rows(pipeline: Pipeline, param: str, X, y, splits) -> _SharedRows | 
 
 
 def _linear():
-    """featpipe's L-BFGS module, None when it (and torch) is not imported: then no classifier
-    can be one of its own (a k-NN search imports no torch)."""
+    """featpipe's L-BFGS module, None when it is not imported: then no classifier can be one
+    of its own."""
     return sys.modules.get("featpipe.classical.linear")
 
 
@@ -647,10 +648,11 @@ def run_fast_search(
         folds = [_prepare_fold(pipeline, param, X, y, tr, te, search_tol, shared)
                  for tr, te in fold_splits]
         path = _Path(param, values, folds, get_scorer(scoring), n_threads, verbose, on_fit)
-        _search_path(path, values, patience, coarse_step)
+        with threadpool_limits(1, user_api="blas"):  # the folds' threads are the parallelism
+            _search_path(path, values, patience, coarse_step)
         best_value = path.best()
     refit_started = time.perf_counter()
-    with invalid_grid_values():  # one fit on every row: torch on all of its threads
+    with invalid_grid_values():  # one fit on every row: on all of BLAS's and torch's threads
         best = _refit(pipeline, param, best_value, X, y, folds, shared)
     finished = time.perf_counter()
     return SearchResult(
