@@ -124,3 +124,16 @@ def test_commands_that_need_no_torch_do_not_import_it(argv):
             "assert not heavy, heavy")
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("recipe", ["fne", "l2", "pca-svm"])
+def test_a_cpu_fit_does_not_import_torch(recipe, tmp_path):
+    """The L-BFGS classifiers solve NumPy input with NumPy: a fit pays neither torch's import
+    nor the ~25 MiB of its library that its first operations page in."""
+    code = ("import sys\nfrom featpipe.cli import main\n"
+            "assert main(sys.argv[1:]) == 0\n"
+            "assert 'torch' not in sys.modules")
+    argv = ["fit", LEGACY_STORE, "--recipe", recipe, "--cv", "2", "--out",
+            str(tmp_path / "model.skops"), "--report", str(tmp_path / "report")]
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
