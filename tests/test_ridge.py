@@ -9,6 +9,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from featpipe.classical import ridge
 from featpipe.classical.ridge import DEFAULT_ALPHAS, RidgeProbeClassifier, _RidgePath
 
 ALPHAS = np.logspace(-3, 4, 8)
@@ -39,9 +40,12 @@ def test_sklearn_estimator_checks(estimator, check):
 SHAPES = [(90, 12, 3), (60, 150, 3), (50, 20, 2), (40, 120, 2)]
 
 
+@pytest.mark.parametrize("test_rows", [256, 4])  # held-out rows scored at once, or in parts
 @pytest.mark.parametrize("fit_intercept", [True, False])
 @pytest.mark.parametrize("n,p,n_classes", SHAPES)
-def test_kfold_equals_ridgeclassifier_per_alpha_and_fold(n, p, n_classes, fit_intercept):
+def test_kfold_equals_ridgeclassifier_per_alpha_and_fold(n, p, n_classes, fit_intercept,
+                                                         test_rows, monkeypatch):
+    monkeypatch.setattr(ridge, "TEST_ROWS", test_rows)
     X, y = make_data(n, p, n_classes, seed=n + p)
     clf = RidgeProbeClassifier(ALPHAS, cv=4, random_state=3, fit_intercept=fit_intercept)
     clf.fit(X, y)
@@ -50,11 +54,16 @@ def test_kfold_equals_ridgeclassifier_per_alpha_and_fold(n, p, n_classes, fit_in
     Y = one_vs_rest(y)
     for j, (train, test) in enumerate(folds):
         path = _RidgePath(X, Y, train, fit_intercept, "tridiagonal")
-        for i, _, decision in path.decisions(test, ALPHAS):
-            ref = RidgeClassifier(alpha=ALPHAS[i], fit_intercept=fit_intercept, solver="svd")
-            ref.fit(X[train], y[train])
-            expected = ref.decision_function(X[test]).reshape(decision.shape)
+        refs = [RidgeClassifier(alpha=alpha, fit_intercept=fit_intercept, solver="svd")
+                .fit(X[train], y[train]) for alpha in ALPHAS]
+        scored = np.zeros(len(ALPHAS), dtype=int)
+        for i, part, decision in path.decisions(test, ALPHAS):
+            rows = test[part]
+            expected = refs[i].decision_function(X[rows]).reshape(decision.shape)
             np.testing.assert_allclose(decision, expected, rtol=1e-7, atol=1e-9)
+            scored[i] += len(rows)
+        assert (scored == len(test)).all()
+        for i, ref in enumerate(refs):
             assert clf.cv_scores_[i, j] == np.mean(ref.predict(X[test]) == y[test])
     # Refit on all rows with the chosen alpha.
     ref = RidgeClassifier(alpha=clf.alpha_, fit_intercept=fit_intercept, solver="svd").fit(X, y)

@@ -54,11 +54,12 @@ class TorchRidgePath:
         return self.X[torch.as_tensor(rows, device=self.X.device)].to(torch.float64) - self._mean
 
     def decisions(self, test, alphas):
-        """Yield ``(i, test, decision values of X[test] for alphas[i])``."""
+        """Yield ``(i, slice(None), decision values of X[test] for alphas[i])``."""
         G = self._centred(test)
         GU = (G @ self.Xc.T if self.dual else G) @ self.U
         for i, alpha in enumerate(alphas):
-            yield i, test, (GU @ (self.B / (self.w + alpha)[:, None]) + self._ybar).cpu().numpy()
+            yield i, slice(None), \
+                (GU @ (self.B / (self.w + alpha)[:, None]) + self._ybar).cpu().numpy()
 
     def loo_decisions(self, alphas):
         """Yield ``(i, rows, leave-one-out decision values of rows for alphas[i])``."""
