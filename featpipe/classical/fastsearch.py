@@ -28,10 +28,11 @@ smallest C, wins), but it
    between the best coarse value's neighbours (the linear probe's 45 values cost ~12 fits);
 5. runs the folds in parallel threads (``n_jobs``; liblinear, BLAS and torch release the
    GIL, so no data is copied to worker processes), each single-threaded in torch and BLAS (so
-   that the scores do not depend on ``n_jobs``), and does not wait for the slowest fold at every C: a thread
-   with no fold of the decided values left starts a fold of the next C, cancelled should the
-   walk stop before it (:mod:`featpipe.classical.foldwalk`; each fold warm-starts from its
-   own solution at the nearest smaller C, so the schedule changes no score);
+   that the scores do not depend on ``n_jobs``), and does not wait for the slowest fold at
+   every C: a thread with no fold of the decided values left starts a fold of the next C,
+   cancelled should the walk stop before it (:mod:`featpipe.classical.foldwalk`; each fold
+   warm-starts from its own solution at the nearest smaller C, so the schedule changes no
+   score);
 6. fits the folds of the L-BFGS classifiers to a relative gradient tolerance of at most
    :data:`SEARCH_TOL` (``1e-4``); the refit uses the estimator's own ``tol``. On 1,600 x 3,120
    per-layer-L2 Fashion-MNIST features (C from 0.01 to 100, warm-started, one thread) ``1e-4``

@@ -73,7 +73,7 @@ def minimize(fun: Callable, x0: np.ndarray, *, max_iter: int, max_eval: int,
         slope = float(g @ direction)
         if slope > -tolerance_change:
             return Result(x, n_iter, n_eval, False)
-        first = 1.0 if history or n_iter > 1 else min(1.0, 1.0 / float(np.abs(g).sum()))
+        first = 1.0 if n_iter > 1 else min(1.0, 1.0 / float(np.abs(g).sum()))
         point, used, wolfe = _line_search(fun, x, f, g, slope, direction, first,
                                           tolerance_change)
         n_eval += used

@@ -8,11 +8,10 @@ intercept), over one ``(n_columns, n_features + 1)`` parameter matrix: all class
 One objective (:class:`Objective`) is written against the array namespace of its input; NumPy
 input on the CPU is solved by featpipe's L-BFGS (:mod:`featpipe.classical.lbfgs`), torch
 tensors (and ``device="cuda"``) by ``torch.optim.LBFGS``, both with a strong Wolfe line
-search. A CPU fit then runs no torch code: the first
-torch operations of a process page in ~25 MiB of ``libtorch_cpu`` (measured, 3,120 features),
-as much as the whole 2,000-image Fashion-MNIST feature matrix, and OpenBLAS's single-threaded
-products were as fast as torch's MKL here (6,400 x 3,120, 10 classes, one thread: 24.4 against
-24.6 ms an evaluation).
+search. A CPU fit then runs no torch code: the first torch operations of a process page in
+~25 MiB of ``libtorch_cpu`` (measured, 3,120 features), as much as the whole 2,000-image
+Fashion-MNIST feature matrix, and OpenBLAS's single-threaded products were as fast as torch's
+MKL here (6,400 x 3,120, 10 classes, one thread: 24.4 against 24.6 ms an evaluation).
 
 Float32, C-contiguous NumPy input is used as it is (no copy); other input is converted to
 float32 once. Each loss/gradient evaluation computes ``W @ X.T`` and ``G @ X`` (a block of rows
@@ -62,6 +61,7 @@ from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from featpipe.classical import lbfgs
 from featpipe.classical.device import is_tensor, tensor_input
 
 # L-BFGS memory (scipy's and liblinear-free scikit-learn solvers' default).
@@ -116,7 +116,7 @@ def _namespace(X):
 
 
 def _to_numpy(array) -> np.ndarray:
-    return np.asarray(array) if isinstance(array, np.ndarray) else array.cpu().numpy()
+    return array if isinstance(array, np.ndarray) else array.cpu().numpy()
 
 
 def _times_transposed(X: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -384,8 +384,6 @@ def minimize(objective, theta, max_iter, tol, grad0_max):
 def _minimize_numpy(evaluate, theta, max_iter, tolerance):
     """:func:`featpipe.classical.lbfgs.minimize` on ``theta`` in place:
     ``(n_iter, stopped on max_iter)``."""
-    from featpipe.classical import lbfgs
-
     shape = theta.shape
 
     def function(x):
