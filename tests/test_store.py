@@ -247,7 +247,15 @@ def test_iter_batches_never_reads_more_than_a_batch(tmp_path, monkeypatch, rows)
             reads.append((ds.name.split("/")[-1], out.shape[0]))
         return out
 
+    read_direct = h5py.Dataset.read_direct
+
+    def spy_direct(ds, dest, source_sel=None, dest_sel=None):
+        read_direct(ds, dest, source_sel, dest_sel)
+        if ds.name.startswith("/features/"):
+            reads.append((ds.name.split("/")[-1], source_sel.stop - source_sel.start))
+
     monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    monkeypatch.setattr(h5py.Dataset, "read_direct", spy_direct)
     total = sum(len(p) for p, _, _ in store.iter_batches(rows=rows, batch_size=batch_size))
     assert total == (n if rows is None else 100)
     assert reads and all(size <= max(batch_size, chunk_rows[name]) for name, size in reads)

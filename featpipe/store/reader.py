@@ -145,9 +145,9 @@ class FeatureSet:
             splits=self.splits, provenance=self.provenance)
 
 
-def _open_h5(path: Path, mode: str) -> h5py.File:
+def _open_h5(path: Path, mode: str, **options) -> h5py.File:
     try:
-        return h5py.File(path, mode)
+        return h5py.File(path, mode, **options)
     except FileNotFoundError:
         raise FeatpipeError(f"feature store not found: {path}") from None
     except OSError as exc:
@@ -161,10 +161,11 @@ _DAMAGE = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError)
 
 
 @contextlib.contextmanager
-def reading(path: Path) -> Iterator[h5py.File]:
+def reading(path: Path, *, chunk_cache: bool = True) -> Iterator[h5py.File]:
     """Open ``path`` for reading; any HDF5 or metadata error inside becomes one line naming
-    the file (every read path of a store goes through here)."""
-    with _open_h5(path, "r") as f:
+    the file (every read path of a store goes through here). Without ``chunk_cache``, HDF5
+    keeps no chunk in memory between reads (for reads of whole chunks, each once)."""
+    with _open_h5(path, "r", **({} if chunk_cache else {"rdcc_nbytes": 0})) as f:
         try:
             yield f
         except FeatpipeError:
@@ -332,7 +333,9 @@ class FeatureStore:
         positions = self.select_rows(rows, split)
         layer_slices = self.layer_slices(names)
         X = np.empty((len(positions), sum(self.layers[n] for n in names)), dtype=np.float32)
-        with reading(self.path) as f:
+        # _read_rows reads each chunk once: HDF5's cache would only leave ~1 MiB per layer
+        # behind in the heap, where the arrays that follow cannot use it
+        with reading(self.path, chunk_cache=False) as f:
             for name, (start, stop) in layer_slices.items():
                 _read_rows(f["features"][name], positions, out=X[:, start:stop])
         self.refuse_non_finite(X, positions)
@@ -430,8 +433,9 @@ class FeatureStore:
         NaN or inf: models cannot use them. Extraction records such rows as failed; an
         older store, or one damaged on disk, may still hold them."""
         finite = np.ones(len(X), dtype=bool)
-        for start in range(0, len(X), 1024):  # a block's mask at a time, not one of X's size
-            finite[start:start + 1024] = np.isfinite(X[start:start + 1024]).all(axis=1)
+        step = max(1, _MASK_BYTES // max(1, X.shape[1]))  # a block's mask at a time, not X's
+        for start in range(0, len(X), step):
+            finite[start:start + step] = np.isfinite(X[start:start + step]).all(axis=1)
         bad = positions[~finite]
         if len(bad):
             shown = ", ".join(f"{self.ids[p]} (input {self.index[p]})" for p in bad[:3])
@@ -469,6 +473,10 @@ class FeatureStore:
         return int(np.flatnonzero(self.index == input_index)[0])
 
 
+#: Bytes of one block's mask in :meth:`FeatureStore.refuse_non_finite`.
+_MASK_BYTES = 1 << 18
+
+
 def _check_virtual_sources(f: h5py.File, path: Path) -> None:
     """Refuse a merged store whose shard files are not where it maps them: HDF5 would read
     their rows as the fill value (NaN) without a word."""
@@ -487,7 +495,7 @@ def _check_virtual_sources(f: h5py.File, path: Path) -> None:
 def _read_rows(ds: h5py.Dataset, positions: np.ndarray, out: np.ndarray | None = None,
                ) -> np.ndarray:
     """Read rows by position into ``out`` (a new float32 array when None), one HDF5 chunk of
-    rows at a time, so that no more than a chunk is ever held twice."""
+    rows at a time through one buffer, so that no more than a chunk is ever held twice."""
     if out is None:
         out = np.empty((len(positions), ds.shape[1]), dtype=np.float32)
     if len(positions) == 0:
@@ -498,9 +506,10 @@ def _read_rows(ds: h5py.Dataset, positions: np.ndarray, out: np.ndarray | None =
     order = np.argsort(positions, kind="stable")  # rows of one chunk become one run
     ordered = positions[order]
     _, firsts = np.unique(ordered // rows_per_chunk, return_index=True)
+    buffer = np.empty((min(rows_per_chunk, ds.shape[0]), ds.shape[1]), dtype=ds.dtype)
     for a, b in zip(firsts, [*firsts[1:], len(ordered)]):
-        start = int(ordered[a])
-        block = ds[start:int(ordered[b - 1]) + 1]  # within one chunk: the span asked for
-        out[order[a:b]] = block[ordered[a:b] - start]
+        start, stop = int(ordered[a]), int(ordered[b - 1]) + 1  # within one chunk
+        ds.read_direct(buffer, np.s_[start:stop], np.s_[:stop - start])
+        out[order[a:b]] = buffer[ordered[a:b] - start]
     return out
 
