@@ -37,7 +37,8 @@ def test_sklearn_estimator_checks(estimator, check):
 
 
 # (n, p): rows > features (covariance path) and rows < features (Gram path), 2 and 3 classes.
-SHAPES = [(90, 12, 3), (60, 150, 3), (50, 20, 2), (40, 120, 2)]
+# normal matrices of even and odd order, primal and dual (the refit's packed Cholesky)
+SHAPES = [(90, 12, 3), (60, 150, 3), (50, 20, 2), (40, 120, 2), (91, 13, 3), (61, 151, 2)]
 
 
 @pytest.mark.parametrize("test_rows", [256, 4])  # held-out rows scored at once, or in parts
@@ -71,6 +72,16 @@ def test_kfold_equals_ridgeclassifier_per_alpha_and_fold(n, p, n_classes, fit_in
     intercept = np.broadcast_to(ref.intercept_, clf.intercept_.shape)
     np.testing.assert_allclose(clf.intercept_, intercept, atol=1e-9)
     np.testing.assert_allclose(clf.decision_function(X), ref.decision_function(X), atol=1e-8)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 6, 7])
+def test_packed_diagonal_is_lapacks_layout(m):
+    from scipy.linalg.lapack import dtrttf
+
+    packed, info = dtrttf(np.asfortranarray(np.diag(np.arange(1.0, m + 1))), transr="N",
+                          uplo="L")
+    assert info == 0
+    np.testing.assert_array_equal(packed[ridge._packed_diagonal(m)], np.arange(1.0, m + 1))
 
 
 def test_balanced_accuracy_scores_each_fold():

@@ -7,7 +7,8 @@ the smaller of the two normal matrices (the Gram matrix ``Xc Xcᵀ`` when there 
 than features, else ``Xcᵀ Xc``) and decomposes it once: a k-fold fold by a symmetric
 tridiagonal reduction ``Q T Qᵀ`` (each alpha is then an O(m) tridiagonal solve per target), the
 leave-one-out fit by an eigendecomposition (the hat matrix diagonal of every alpha needs it).
-The refit on all rows is one Cholesky solve (k-fold) or reuses the leave-one-out decomposition.
+The refit on all rows is one Cholesky solve of the normal matrix in rectangular full packed
+storage (k-fold: half its memory) or reuses the leave-one-out decomposition.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
-from scipy.linalg import eigh, solve, solveh_banded
+from scipy.linalg import eigh, solveh_banded
 from scipy.linalg.blas import dsyrk
-from scipy.linalg.lapack import dormqr, dsytrd, dsytrd_lwork
+from scipy.linalg.lapack import dormqr, dpftrf, dpftrs, dsfrk, dsytrd, dsytrd_lwork
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.linear_model._base import LinearClassifierMixin
 from sklearn.model_selection import StratifiedKFold, check_cv
@@ -68,6 +69,16 @@ class _Rows:
             return block
         return block * self.multiplier[cols] - self.shift[cols]
 
+    def centred(self, rows, mean, cols=slice(None)):
+        """``self[rows, cols] - mean[cols]``: one new float64 block, mapped in place."""
+        block = self.X[rows, cols]
+        block = block.astype(np.float64, copy=np.may_share_memory(block, self.X))
+        if self.multiplier is not None:
+            block *= self.multiplier[cols]
+            block -= self.shift[cols]
+        block -= mean[cols]
+        return block
+
 
 def _mean(X, rows):
     total = np.zeros(X.shape[1])
@@ -80,7 +91,7 @@ def _xt_dot(X, rows, mean, S):
     """``(X[rows] - mean)ᵀ @ S`` in float64, one block of rows at a time."""
     out = np.zeros((X.shape[1], S.shape[1]))
     for part, r in _row_blocks(rows, X.shape[1]):
-        out += (X[r] - mean).T @ S[part]
+        out += X.centred(r, mean).T @ S[part]
     return out
 
 
@@ -117,7 +128,7 @@ class _RidgePath:
     The normal matrix ``M`` (``Xc Xcᵀ`` if ``dual`` else ``Xcᵀ Xc``) is reduced once, by
     ``method``: "eigen" (``M = U diag(w) Uᵀ``: leave-one-out needs the hat matrix diagonal),
     "tridiagonal" (``M = Q T Qᵀ``: each alpha is then a tridiagonal solve; about half the cost
-    of "eigen", no second m × m array) or "cholesky" (kept for one solve: the refit).
+    of "eigen", no second m × m array) or "cholesky" (``M`` packed, for one solve: the refit).
     """
 
     def __init__(self, X, Y, train, fit_intercept, method, affine=None):
@@ -129,18 +140,11 @@ class _RidgePath:
         self.offset = 1.0 / n if fit_intercept else 0.0
         self.Yc = Y[train] - self.ybar
         self.rhs = self.Yc if self.dual else _xt_dot(X, train, self.mean, self.Yc)
-        # Lower triangle of M by rank-k updates into one Fortran array (no second m × m copy).
-        M = np.zeros((n, n) if self.dual else (p, p), order="F")
-        if self.dual:
-            for cols in _col_blocks(p, n):
-                M = dsyrk(1.0, (X[train, cols] - self.mean[cols]).T, trans=1, beta=1.0, c=M,
-                          lower=1, overwrite_c=True)
-        else:
-            for _, r in _row_blocks(train, p):
-                M = dsyrk(1.0, (X[r] - self.mean).T, beta=1.0, c=M, lower=1, overwrite_c=True)
         if method == "cholesky":
-            self.M = M
-        elif method == "tridiagonal":
+            self.M = self._normal_matrix(packed=True)
+            return
+        M = self._normal_matrix(packed=False)
+        if method == "tridiagonal":
             self.d, self.e, self.R, self.tau = _tridiagonalize(M)
             self.B = _apply_q(self.R, self.tau, np.array(self.rhs), "L")
         else:  # MRRR ("evr"): exact to float64 round-off, O(m) workspace beyond U
@@ -150,6 +154,25 @@ class _RidgePath:
             # ``offset`` and would keep an error of ~w_null/alpha² otherwise.
             self.w = np.where(w > len(w) * np.finfo(float).eps * w[-1], w, 0.0)
             self.B = self.U.T @ self.rhs
+
+    def _normal_matrix(self, packed):
+        """The lower triangle of ``M`` by rank-k updates into one array (no second m × m
+        copy): a Fortran m × m array, or ``packed`` in LAPACK's rectangular full packed format
+        (m (m + 1) / 2 values: half the memory, for the Cholesky solve of :meth:`coef`)."""
+        X, train, mean, dual = self.X, self.train, self.mean, self.dual
+        m = len(train) if dual else X.shape[1]
+        M = np.zeros(m * (m + 1) // 2) if packed else np.zeros((m, m), order="F")
+        parts = _col_blocks(X.shape[1], m) if dual else (r for _, r in _row_blocks(train, m))
+        for part in parts:
+            # the transposed view of a C-ordered block is in Fortran order: LAPACK copies none
+            A = (X.centred(train, mean, part) if dual else X.centred(part, mean)).T
+            if packed:  # dual: M += Aᵀ A (A is columns × m), else M += A Aᵀ (A is m × rows)
+                M = dsfrk(m, A.shape[0] if dual else A.shape[1], 1.0, A, 1.0, M, transr="N",
+                          uplo="L", trans="T" if dual else "N", overwrite_c=1)
+            else:
+                M = dsyrk(1.0, A, trans=int(dual), beta=1.0, c=M, lower=1, overwrite_c=True)
+            del A  # before the next block is made
+        return M
 
     def decisions(self, test, alphas):
         """Yield ``(i, part, decision values of X[test[part]] for alphas[i])`` ("tridiagonal"),
@@ -174,11 +197,11 @@ class _RidgePath:
         if self.dual:
             G = np.zeros((len(test), len(self.train)), order="F")
             for cols in _col_blocks(p, len(self.train) + len(test)):
-                G += (X[test, cols] - self.mean[cols]) @ (X[self.train, cols] - self.mean[cols]).T
+                G += X.centred(test, self.mean, cols) @ X.centred(self.train, self.mean, cols).T
             return G
         G = np.empty((len(test), p), order="F")
         for part, r in _row_blocks(test, p):
-            G[part] = X[r] - self.mean
+            G[part] = X.centred(r, self.mean)
         return G
 
     def loo_decisions(self, alphas):
@@ -197,7 +220,7 @@ class _RidgePath:
                 yield i, slice(None), self.Yc + self.ybar - residual / one_minus_h[:, i : i + 1]
             return
         for part, r in _row_blocks(self.train, self.X.shape[1]):
-            Z = (self.X[r] - self.mean) @ U
+            Z = self.X.centred(r, self.mean) @ U
             one_minus_h = 1.0 - self.offset - Z**2 @ winv
             for i in range(len(alphas)):
                 residual = self.Yc[part] - Z @ (B * winv[:, i : i + 1])
@@ -206,13 +229,31 @@ class _RidgePath:
     def coef(self, alpha):
         """``(p, K)`` coefficients of the ridge fit with ``alpha`` (uses up ``M`` if kept)."""
         if hasattr(self, "M"):
-            self.M[np.diag_indices_from(self.M)] += alpha
-            S = solve(self.M, self.rhs, assume_a="pos", lower=True, overwrite_a=True,
-                      check_finite=False)
+            m = len(self.rhs)
+            self.M[_packed_diagonal(m)] += alpha
+            factor, info = dpftrf(m, self.M, transr="N", uplo="L", overwrite_a=1)
             del self.M
+            if info == 0:
+                S, info = dpftrs(m, factor, np.asfortranarray(self.rhs), transr="N", uplo="L",
+                                 overwrite_b=1)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"ridge refit: the normal matrix plus alpha={alpha:g}"
+                                            " is not positive definite (LAPACK pftrf/pftrs info "
+                                            f"{info})")
         else:
             S = self.U @ (self.B / (self.w + alpha)[:, None])
         return _xt_dot(self.X, self.train, self.mean, S) if self.dual else S
+
+
+def _packed_diagonal(m):
+    """Positions of the diagonal of an m × m matrix's lower triangle in rectangular full
+    packed format (LAPACK ``TRANSR="N"``, ``UPLO="L"``: ``dtrttf``'s layout), in order."""
+    k = (m + 1) // 2
+    j = np.arange(k)
+    if m % 2 == 0:  # an (m + 1) × k array: T[j, j] at A[j + 1, j], T[k + j, k + j] at A[j, j]
+        return np.concatenate([j * (m + 2) + 1, j * (m + 2)])
+    # an m × k array: T[j, j] at A[j, j], T[k + j, k + j] at A[j, j + 1]
+    return np.concatenate([j * (m + 1), j[:-1] * (m + 1) + m])
 
 
 def _spread(Y, rows, n):
