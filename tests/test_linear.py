@@ -149,8 +149,10 @@ def test_int8_input_is_not_copied_and_fits_as_its_float32_values(Estimator, fitt
     assert fitted_arrays[-1] is X8
     np.testing.assert_array_equal(fitted.coef_, expected.coef_)  # same values, same sums
     np.testing.assert_array_equal(fitted.intercept_, expected.intercept_)
+    # float32 products of 200 terms, summed in BLAS's order for the kernel of this CPU (an
+    # Intel Xeon's differed from an AMD EPYC's by 1.3e-6 on values of ~0.04)
     np.testing.assert_allclose(fitted.decision_function(X8), expected.decision_function(X32),
-                               rtol=1e-6, atol=1e-6)
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
