@@ -425,3 +425,43 @@ def test_shared_rows_follow_a_splitter_whose_test_rows_overlap(digits):
                            search_tol=None)
     assert fast.extra["fold_rows"] == "shared"
     assert _scores(fast) == pytest.approx(_scores(plain), abs=1 / 120)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [1, 2, 3, 4, 0],
+                                   [2, 0, 1, 4, 3]])
+def test_rows_are_permuted_in_place(order):
+    from featpipe.classical.fastsearch import _permute_rows
+
+    X = np.arange(15, dtype=np.float32).reshape(5, 3)
+    expected = X[order]
+    _permute_rows(X, np.asarray(order))
+    np.testing.assert_array_equal(X, expected)
+
+
+# the grid is extended at the best edge, and the extension's runs must find the rows that the
+# first run wrote over X
+@pytest.mark.parametrize("grid", [{"clf__C": [0.01, 0.1, 1.0]}, {"clf__C": [1e-6, 1e-5]}])
+def test_a_search_that_may_overwrite_X_gives_the_same_result(digits, grid):
+    X, y = digits
+    pipe, _ = build_recipe("l2", layer_slices=SLICES)
+    config = SearchConfig(cv=3)
+    kept = search(pipe, grid, X.copy(), y, config)
+    own = X.copy()
+    overwritten = search(pipe, grid, own, y, config, copy_X=False)
+    assert overwritten.extra["fold_rows"] == "shared"
+    assert not np.array_equal(own, X)  # the folds' shared matrix was X itself
+    assert "grid_extended" in overwritten.extra
+    assert overwritten.extra.get("grid_extended") == kept.extra.get("grid_extended")
+    assert overwritten.best_params == kept.best_params
+    assert _scores(overwritten) == _scores(kept)
+    np.testing.assert_allclose(overwritten.best_estimator.decision_function(X),
+                               kept.best_estimator.decision_function(X), rtol=1e-4, atol=1e-5)
+
+
+def test_only_row_steps_that_keep_width_and_dtype_overwrite_X(digits):
+    X, y = digits
+    for recipe in ("fne", "linear-probe"):  # FNE's rows are int8; the probe has no such step
+        pipe, grid = build_recipe(recipe, layer_slices=SLICES)
+        own = X.copy()
+        run_fast_search(pipe, {"clf__C": [0.1]}, own, y, cv=3, copy_X=False)
+        np.testing.assert_array_equal(own, X)

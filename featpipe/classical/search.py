@@ -414,6 +414,7 @@ def search(
     config: SearchConfig | None = None,
     *,
     class_names: Sequence[str] | None = None,
+    copy_X: bool = True,
 ) -> SearchResult:
     """Tune ``pipeline`` over ``param_grid`` with the search ``config`` names.
 
@@ -433,6 +434,10 @@ def search(
         None: ``SearchConfig()`` (fast search, 5 folds, accuracy).
     class_names : sequence of str, default=None
         Names used in error messages.
+    copy_X : bool, default=True
+        False lets the fast search overwrite ``X`` with its preprocessed rows instead of
+        holding a copy beside it (:func:`~featpipe.classical.fastsearch.run_fast_search`):
+        for a caller that will not use ``X`` again.
 
     Returns
     -------
@@ -458,12 +463,14 @@ def search(
         return closed_form_search(pipeline, X, y, config, SearchResult)
     n_splits, n_fits = _n_splits(config.cv), 0
     n_candidates = int(np.prod([len(v) for v in grid.values()]))
+    reuse = {}  # what the runs of an extended grid share
     with counting_convergence() as converged, \
             progress_bar(config.progress, n_candidates * n_splits) as tick:
         def run(candidates):
             nonlocal n_fits  # an upper bound: the fast search may skip candidates
             n_fits += int(np.prod([len(v) for v in candidates.values()])) * n_splits + 1
-            return _dispatch(pipeline, candidates, X, y, config, class_names, tick)
+            return _dispatch(pipeline, candidates, X, y, config, class_names, tick,
+                             copy_X=copy_X, reuse=reuse)
 
         result = run(grid)
         if config.extend_grid:
@@ -475,7 +482,8 @@ def search(
     return result
 
 
-def _dispatch(pipeline, grid, X, y, config: SearchConfig, class_names, tick) -> SearchResult:
+def _dispatch(pipeline, grid, X, y, config: SearchConfig, class_names, tick, **fast,
+              ) -> SearchResult:
     options = dict(cv=config.cv, scoring=config.scoring, n_jobs=config.n_jobs,
                    random_state=config.random_state, cache_dir=config.cache_dir,
                    cache=config.cache, verbose=config.verbose, class_names=class_names,
@@ -484,5 +492,5 @@ def _dispatch(pipeline, grid, X, y, config: SearchConfig, class_names, tick) -> 
         from featpipe.classical.fastsearch import run_fast_search
 
         return run_fast_search(pipeline, grid, X, y, patience=config.patience,
-                               coarse_step=config.coarse_step, **options)
+                               coarse_step=config.coarse_step, **fast, **options)
     return run_search(pipeline, grid, X, y, halving=config.method == "halving", **options)

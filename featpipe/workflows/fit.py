@@ -168,11 +168,14 @@ class FitOutcome(Scored):
 STATS_SOURCES = ("train", "all")  # or the path of another store
 
 
-def fit_features(train: FeatureSet, spec: TrainingSpec, *, statistics_pool=None):
+def fit_features(train: FeatureSet, spec: TrainingSpec, *, statistics_pool=None,
+                 copy_X: bool = True):
     """Build the spec's pipeline for ``train``'s layers and tune it by cross-validation.
 
     ``statistics_pool`` (features with ``train``'s columns, labels never needed) fixes the
-    standardization statistics to the pool's instead of each training fold's.
+    standardization statistics to the pool's instead of each training fold's. Without
+    ``copy_X`` the search may overwrite ``train.X`` (:func:`~featpipe.classical.search.search`):
+    for a caller that owns ``train`` and will not read its features again.
     """
     from featpipe.classical.recipes import build_recipe, use_pool_statistics
     from featpipe.classical.search import search
@@ -199,7 +202,8 @@ def fit_features(train: FeatureSet, spec: TrainingSpec, *, statistics_pool=None)
 
         return search_on_device(pipeline, grid, train.X, train.y, config, device,
                                 class_names=train.class_names)
-    return search(pipeline, grid, train.X, train.y, config, class_names=train.class_names)
+    return search(pipeline, grid, train.X, train.y, config, class_names=train.class_names,
+                  copy_X=copy_X)
 
 
 def _device(spec: TrainingSpec):
@@ -216,15 +220,15 @@ def _device(spec: TrainingSpec):
 
 def fit_and_score(train: FeatureSet, spec: TrainingSpec,
                   held_out: FeatureSet | Callable[[], FeatureSet] | None = None,
-                  *, statistics_pool=None) -> Scored:
+                  *, statistics_pool=None, copy_X: bool = True) -> Scored:
     """Tune ``spec`` on ``train`` by cross-validation, then score ``held_out`` once.
 
     The one place where search and evaluation meet: :func:`fit_store` (the CLI), the demo and
-    the benchmarks all go through it.
+    the benchmarks all go through it. ``copy_X``: as :func:`fit_features`.
     """
     from featpipe.report.metrics import evaluate
 
-    search = fit_features(train, spec, statistics_pool=statistics_pool)
+    search = fit_features(train, spec, statistics_pool=statistics_pool, copy_X=copy_X)
     evaluation = None
     if held_out is not None:
         held_out = held_out() if callable(held_out) else held_out  # loaded after the search
@@ -331,8 +335,8 @@ def _fit_streaming(store: FeatureStore, layers: list[str], spec: TrainingSpec, *
 def _fit_and_score_on(dask: str | None, train: FeatureSet, spec: TrainingSpec, held_out,
                       **options) -> Scored:
     """:func:`fit_and_score`, locally or with the search on a Dask cluster."""
-    if dask is None:
-        return fit_and_score(train, spec, held_out, **options)
+    if dask is None:  # ``train`` is fit_store's own: the search may overwrite its features
+        return fit_and_score(train, spec, held_out, copy_X=False, **options)
     import dataclasses
 
     from featpipe.scale.search import on_dask
