@@ -1,5 +1,9 @@
 """featpipe.persist: skops round trip with provenance, refusal of untrusted types, atomic writes."""
 
+import io
+import json
+import zipfile
+
 import numpy as np
 import pytest
 import skops.io as sio
@@ -9,7 +13,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
 from featpipe.errors import FeatpipeError
-from featpipe.classical.persist import load_model, save_model, untrusted_types
+from featpipe import __version__
+from featpipe.classical.persist import (
+    MODEL_FORMAT,
+    load_model,
+    save_model,
+    skops_io,
+    untrusted_types,
+)
 from featpipe.classical.recipes import Reduction, build_recipe
 
 SLICES = {"a": (0, 24), "b": (24, 64)}
@@ -80,6 +91,24 @@ def test_round_trip(data, tmp_path, recipe, layers):
     np.testing.assert_array_equal(loaded[:-1].transform(X), pipeline[:-1].transform(X))
     assert provenance == PROVENANCE and training == TRAINING
     assert [name for name, _ in loaded.steps] == [name for name, _ in pipeline.steps]
+    # written as it is made, the archive holds what skops's own (in-memory) dump holds
+    payload = {"format": MODEL_FORMAT, "featpipe_version": __version__, "pipeline": pipeline,
+               "provenance": PROVENANCE, "training": TRAINING}
+    with zipfile.ZipFile(path) as ours, \
+            zipfile.ZipFile(io.BytesIO(skops_io().dumps(payload))) as theirs:
+        assert _archive(ours) == _archive(theirs)
+
+
+def _archive(zip_file) -> tuple:
+    """An archive's schema and arrays, without the ``id()`` of the objects that skops names
+    them by (short-lived objects get other ids in each dump)."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in ("__id__", "file")}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+
+    arrays = sorted(zip_file.read(name) for name in zip_file.namelist() if name.endswith(".npy"))
+    return strip(json.loads(zip_file.read("schema.json"))), arrays
 
 
 def test_round_trip_of_a_pca_fitted_without_copies(data, tmp_path):
@@ -147,3 +176,24 @@ def test_bad_model_files(tmp_path):
     sio.dump({"some": "dict"}, foreign)
     with pytest.raises(FeatpipeError, match="not a featpipe model"):
         load_model(foreign)
+
+
+@pytest.mark.slow  # numba (UMAP)
+def test_umap_training_rows_are_saved_in_blocks_and_load_whole(data, tmp_path, monkeypatch):
+    from featpipe.classical.transformers import reduction
+
+    monkeypatch.setattr(reduction, "_SAVED_BLOCK_BYTES", 1000)  # 1000 B: 3 rows of 64 float32
+    X, y = data
+    pipeline = build_recipe("umap-knn", reduce=Reduction("umap", 2))[0].fit(X, y)
+    path = save_model(tmp_path / "m.skops", pipeline, provenance=PROVENANCE, training=TRAINING)
+    with zipfile.ZipFile(path) as archive:
+        shapes = [np.load(io.BytesIO(archive.read(name))).shape
+                  for name in archive.namelist() if name.endswith(".npy")]
+    assert shapes.count((3, X.shape[1])) == len(X) // 3  # no array of all the rows
+    assert (len(X), X.shape[1]) not in shapes
+    loaded, _, _ = load_model(path)
+    reduce = loaded.named_steps["reduce"]
+    assert isinstance(reduce.X_fit_, np.ndarray)
+    np.testing.assert_array_equal(reduce.X_fit_, pipeline.named_steps["reduce"].X_fit_)
+    np.testing.assert_array_equal(loaded.predict(X), pipeline.predict(X))
+    assert isinstance(pipeline.named_steps["reduce"].X_fit_, np.ndarray)  # saving changed nothing

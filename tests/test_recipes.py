@@ -300,3 +300,22 @@ def test_cli_strings_round_trip():
     assert parse_grid_overrides(format_grid(grid)) == grid
     assert parse_layers("a, b,") == ["a", "b"] and parse_layers("all") == "all"
     assert parse_layers(None) is None
+
+
+@pytest.mark.slow  # numba (UMAP)
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_umap_embedding_is_umap_learns_for_the_same_neighbours(metric):
+    import umap
+
+    from featpipe.classical.transformers.reduction import training_neighbors
+
+    # two far clusters: the graph has several components (the spectral layout reads X)
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(150, 20)), rng.normal(5, 1, size=(100, 20))])
+    X = X.astype(np.float32)
+    ours = ClippedUMAP(n_components=3, n_neighbors=10, metric=metric, random_state=0).fit(X)
+    theirs = umap.UMAP(n_components=3, n_neighbors=10, metric=metric, n_epochs=200,
+                       random_state=0, n_jobs=1,
+                       precomputed_knn=training_neighbors(X, 10, metric)).fit_transform(X)
+    np.testing.assert_array_equal(ours.embedding_, np.asarray(theirs, dtype=np.float32))
+    assert ours.X_fit_ is X  # its training rows, not a copy

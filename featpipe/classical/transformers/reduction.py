@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -265,6 +266,8 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
     def _fit_embedding(self, X):
         import umap  # slow import (numba); only when UMAP is used
 
+        cache_umap_compilation()
+
         _check_positive_int(self.n_components, "ClippedUMAP n_components")
         _check_positive_int(self.n_neighbors, "ClippedUMAP n_neighbors")
         _check_positive_int(self.n_epochs, "ClippedUMAP n_epochs")
@@ -272,9 +275,11 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
         n_samples = X.shape[0]
         self.n_neighbors_ = max(2, min(self.n_neighbors, n_samples - 1))
         self.n_components_ = max(1, min(self.n_components, n_samples - 2))
-        knn = (None, None, None)
+        self.X_fit_ = X
         if n_samples <= EXACT_NEIGHBORS_MAX:
             knn = training_neighbors(X, self.n_neighbors_, self.metric)
+            self.embedding_ = self._embed(X, *knn[:2])
+            return self.embedding_
         fitted = umap.UMAP(
             n_components=self.n_components_,
             n_neighbors=self.n_neighbors_,
@@ -283,14 +288,40 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
             n_epochs=self.n_epochs,
             random_state=self.random_state,
             n_jobs=1 if self.random_state is not None else -1,
-            precomputed_knn=knn,
         )
-        # umap-learn's own transform needs its search index; this estimator embeds new
-        # samples itself (transform), so its warning about that is noise here
-        warnings.filterwarnings("ignore", message=_NO_SEARCH_INDEX, category=UserWarning)
         self.embedding_ = np.asarray(fitted.fit_transform(X), dtype=np.float32)
-        self.X_fit_ = X
         return self.embedding_
+
+    def _embed(self, X, indices, distances):
+        """What ``umap.UMAP(...).fit_transform(X)`` returns for these nearest neighbours
+        (``precomputed_knn``), by the same two calls of umap-learn's functions, without the
+        copies of ``X`` that ``UMAP.fit`` makes on the way (``X[index]`` for each step: on
+        1,600 x 3,120 features, 19 MiB each)."""
+        from umap.distances import named_distances, named_distances_with_gradients
+        from umap.umap_ import (
+            DISCONNECTION_DISTANCES,
+            find_ab_params,
+            fuzzy_simplicial_set,
+            simplicial_set_embedding,
+        )
+
+        disconnected = distances >= DISCONNECTION_DISTANCES.get(self.metric, np.inf)
+        indices, distances = indices.copy(), distances.copy()
+        indices[disconnected], distances[disconnected] = -1, np.inf
+        random_state = check_random_state(self.random_state)
+        graph, _, _, _ = fuzzy_simplicial_set(
+            X, self.n_neighbors_, random_state, self.metric, {}, indices, distances,
+            angular=False, set_op_mix_ratio=1.0, local_connectivity=1.0,
+            apply_set_operations=True, verbose=False, return_dists=False)
+        a, b = find_ab_params(_UMAP_SPREAD, self.min_dist)
+        embedding, _ = simplicial_set_embedding(
+            X, graph, self.n_components_, _UMAP_LEARNING_RATE, a, b, _UMAP_REPULSION_STRENGTH,
+            _UMAP_NEGATIVE_SAMPLE_RATE, self.n_epochs, "spectral", random_state,
+            named_distances[self.metric], {}, False, {}, False,
+            named_distances_with_gradients["euclidean"], {}, euclidean_output=True,
+            parallel=self.random_state is None, verbose=False)
+        embedding[np.asarray(graph.sum(axis=1)).ravel() == 0] = np.nan  # as umap-learn
+        return np.asarray(embedding, dtype=np.float32)
 
     def transform(self, X):
         """Embed new samples into the training embedding (as ``umap.UMAP.transform``).
@@ -323,6 +354,21 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
             indices.astype(np.int32), distances, sigmas, rhos, bipartite=True)
         return coo_matrix((strengths, (rows, cols)), shape=(len(X), len(self.embedding_)))
 
+    def __getstate__(self):
+        # the training rows in blocks of ~1 MiB: a model file's writer (skops) buffers each
+        # array whole in memory before it writes it (12k Fashion-MNIST images: 95 MiB more)
+        state = dict(super().__getstate__())  # object's is the live __dict__
+        X = state.get("X_fit_")
+        if isinstance(X, np.ndarray) and X.ndim == 2 and len(X):
+            step = max(1, _SAVED_BLOCK_BYTES // max(1, X[0].nbytes))
+            state["X_fit_"] = [X[start:start + step] for start in range(0, len(X), step)]
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("X_fit_"), list):
+            state = {**state, "X_fit_": np.concatenate(state["X_fit_"])}
+        super().__setstate__(state)
+
     def get_feature_names_out(self, input_features=None):
         """Names ``umap0, umap1, ...``."""
         check_is_fitted(self, "embedding_")
@@ -335,12 +381,47 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
         return tags
 
 
+#: Bytes of one block of :attr:`ClippedUMAP.X_fit_` in its saved state.
+_SAVED_BLOCK_BYTES = 1 << 20
 #: Most training samples whose exact nearest neighbours :class:`ClippedUMAP` computes (the
 #: search costs n^2 x n_features: 3.6 s for 6,400 x 3,120 here, ~10 s at 10,000).
 EXACT_NEIGHBORS_MAX = 10_000
 #: Memory of one block of the exact search's distances, in MiB (scikit-learn's default: 1 GiB).
 NEIGHBORS_WORKING_MEMORY = 32
-_NO_SEARCH_INDEX = r"precomputed_knn\[2\] \(knn_search_index\) is not an NNDescent object"
+#: Rows of each side in one block of scikit-learn's float32 search, which copies a block of both
+#: sides to float64 in each thread (its default: 256 rows, 2 x 6.4 MiB per thread at 3,120
+#: features; 64 rows found the same neighbours of 1,600 x 3,120 Fashion-MNIST features as fast).
+NEIGHBORS_CHUNK_ROWS = 64
+
+
+_UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.spectral", "umap.utils", "umap.distances",
+                 "umap.sparse")
+
+
+@functools.cache
+def cache_umap_compilation() -> int:
+    """Let numba keep umap-learn's compiled functions on disk, as pynndescent keeps its own
+    (``cache=True``): in umap-learn's ``__pycache__`` beside its ``.pyc`` files, or numba's
+    per-user cache (``NUMBA_CACHE_DIR``) where that folder is read-only. A new process then
+    loads the machine code instead of compiling it again: `featpipe fit --recipe umap-knn` on
+    3k Fashion-MNIST images (5 folds) peaked 67 MiB beyond the imports in 15.7 s with the
+    cache, 135 MiB in 21.3 s compiling. Numba checks each entry against its source file's
+    timestamp and numba's version. Returns how many functions were given a cache."""
+    import importlib
+
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    cached = 0
+    for name in _UMAP_MODULES:
+        for function in vars(importlib.import_module(name)).values():
+            if isinstance(function, Dispatcher) and isinstance(function._cache, NullCache):
+                try:
+                    function.enable_caching()
+                except RuntimeError:  # no writable cache folder: numba compiles as before
+                    continue
+                cached += 1
+    return cached
 
 
 def exact_neighbors(reference, queries, n_neighbors: int, metric: str):
@@ -350,7 +431,8 @@ def exact_neighbors(reference, queries, n_neighbors: int, metric: str):
     from sklearn.neighbors import NearestNeighbors
 
     search = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute", metric=metric)
-    with config_context(working_memory=NEIGHBORS_WORKING_MEMORY):
+    with config_context(working_memory=NEIGHBORS_WORKING_MEMORY,
+                        pairwise_dist_chunk_size=NEIGHBORS_CHUNK_ROWS):
         distances, indices = search.fit(reference).kneighbors(queries)
     return (np.ascontiguousarray(distances, dtype=np.float32),
             np.ascontiguousarray(indices, dtype=np.int32))
