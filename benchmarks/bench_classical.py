@@ -14,7 +14,9 @@ with ``python -m benchmarks.datasets prepare fashion-mnist --out benchmarks/data
    for ``umap-knn``) ÷ the bytes of the float32 training matrix X (target ≤ 3), and as
    ``data_over_X`` = (peak − the peak of the same fit on a 100-image store with the same
    layers) ÷ X: the memory that grows with the data, without what any fit of the recipe pays
-   once (code that the first torch or numba call pages in or compiles, thread pools);
+   once (code that the first torch or numba call pages in or compiles, thread pools). That
+   small fit runs first: a ``umap-knn`` fit after it loads umap-learn's compiled functions
+   from numba's cache (``cache_umap_compilation``), as any fit after a machine's first does;
 3. the same fit with ``--search grid`` (plain ``GridSearchCV`` over the same default grid) gives
    the reference accuracy (target: within 0.5 points, or better) — only where
    ``--reference`` names the store size.

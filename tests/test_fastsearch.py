@@ -430,7 +430,7 @@ def test_shared_rows_follow_a_splitter_whose_test_rows_overlap(digits):
 @pytest.mark.parametrize("order", [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [1, 2, 3, 4, 0],
                                    [2, 0, 1, 4, 3]])
 def test_rows_are_permuted_in_place(order):
-    from featpipe.classical.fastsearch import _permute_rows
+    from featpipe.classical.sharedrows import _permute_rows
 
     X = np.arange(15, dtype=np.float32).reshape(5, 3)
     expected = X[order]

@@ -96,7 +96,6 @@ from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
 from featpipe.classical.chunked import (
-    CHUNK_ROWS,
     fit_rows,
     learns_nothing_from_rows,
     streams,
@@ -116,6 +115,7 @@ from featpipe.classical.search import (
     make_splitter,
     run_search,
 )
+from featpipe.classical.sharedrows import SharedRows, affine, fold_ordered
 from featpipe.params import validate
 from featpipe.resources import available_cores
 
@@ -185,7 +185,7 @@ class _Fold:
     #: (train rows, test rows) preprocessed once, for a prefix that cannot stream (PCA, UMAP)
     fixed: tuple | None = None
     param: str = PARAM  #: the searched parameter
-    #: ``X`` is a :class:`_SharedRows` matrix: the classifier reads its training rows in place
+    #: ``X`` is a :class:`SharedRows` matrix: the classifier reads its training rows in place
     #: (``preprocess`` is then the fold's fitted Standardizer alone, or None)
     shared: bool = False
 
@@ -203,7 +203,7 @@ class _Fold:
         if warm:
             self._start_from(value)
         if self.shared:
-            fit = partial(self.clf.fit_rows, self.X, self.y, self.train, _affine(self.preprocess))
+            fit = partial(self.clf.fit_rows, self.X, self.y, self.train, affine(self.preprocess))
         else:
             fit = partial(self.clf.fit, self.rows(self.train), self.y[self.train])
         started = time.perf_counter()
@@ -255,7 +255,7 @@ def _warm_starts(clf) -> bool:
 
 
 def _refit(pipeline: Pipeline, param: str, value, X, y, folds: Sequence[_Fold],
-           shared: _SharedRows | None) -> Pipeline:
+           shared: SharedRows | None) -> Pipeline:
     """``pipeline`` at ``param=value`` fitted on all of ``X``; a warm-startable classifier
     starts from the folds' mean solution at that C (the same convex problem on 25 % more rows,
     so it needs fewer iterations) and is saved with the pipeline's own ``warm_start``."""
@@ -275,7 +275,7 @@ def _refit(pipeline: Pipeline, param: str, value, X, y, folds: Sequence[_Fold],
     return best
 
 
-def _refit_call(best: Pipeline, X, y, shared: _SharedRows | None) -> Callable[[], object]:
+def _refit_call(best: Pipeline, X, y, shared: SharedRows | None) -> Callable[[], object]:
     """Fit ``best``'s preprocessing on all rows; return the call that fits its classifier."""
     clf = best.steps[-1][1]
     rows = np.arange(len(X))
@@ -290,54 +290,11 @@ def _refit_call(best: Pipeline, X, y, shared: _SharedRows | None) -> Callable[[]
     return partial(clf.fit, Xt, y)
 
 
-def _affine(preprocess: Pipeline | None):
-    """``(multiplier, shift)`` in float32 of a fitted prefix ending in a Standardizer."""
-    if preprocess is None:
-        return None
-    last = [step for _, step in preprocess.steps if step != "passthrough"][-1]
-    return last.affine(np.float32)
-
-
-@dataclass(frozen=True)
-class _SharedRows:
-    """One matrix whose rows the classifier of every fold reads in place (module notes, 7).
-
-    ``X`` is the input after the preprocessing's leading steps that learn nothing from rows
-    (layer selection, per-layer L2), written once in fold order: each fold's held-out rows are
-    contiguous, so its training rows are two runs; without such steps ``X`` is the input
-    itself (the training rows are then gathered, a block at a time). ``scaler`` is the
-    remaining step, a :class:`~featpipe.classical.transformers.Standardizer` (unfitted, in a
-    pipeline) folded into the classifier's objective, or None."""
-
-    X: np.ndarray
-    y: np.ndarray
-    splits: list  # (train, test) rows of X
-    scaler: Pipeline | None
-    head: Pipeline | None = None  #: the leading steps, fitted (they learn nothing from rows)
-
-    def fit_prefix(self, best: Pipeline):
-        """Fit ``best``'s preprocessing as the refit on all rows: its leading steps are
-        :attr:`head`'s, its Standardizer is fitted on every row of :attr:`X` (so ``best``'s
-        input is not read again: it may be :attr:`X` itself). Returns the Standardizer's
-        affine map, or None."""
-        steps = best.steps[:-1]
-        head = [] if self.head is None else self.head.steps
-        for (name, _), (_, fitted) in zip(steps, head):
-            best.set_params(**{name: fitted})
-        if self.scaler is None:
-            return None
-        scaler = fit_rows(clone(self.scaler), self.X, self.y, np.arange(len(self.X)))
-        name = [name for name, step in steps[len(head):] if step != "passthrough"][0]
-        best.set_params(**{name: scaler.steps[0][1]})
-        return _affine(scaler)
-
-
 def _shared_rows(pipeline: Pipeline, param: str, X, y, splits, copy_X: bool = True,
-                 ) -> _SharedRows | None:
+                 ) -> SharedRows | None:
     """The folds' rows of one shared matrix, or None when the folds must copy theirs (another
     classifier than featpipe's L-BFGS ones on the CPU, a tensor, a prefix with other steps).
-    Without ``copy_X``, leading steps that keep ``X``'s width and dtype are applied to ``X``
-    itself (its rows put in fold order first), not to a copy."""
+    ``copy_X``: as :func:`~featpipe.classical.sharedrows.fold_ordered`."""
     clf = pipeline.steps[-1][1]
     if param != PARAM or not isinstance(X, np.ndarray) \
             or not isinstance(clf, _warm_startable()) or clf.device != "cpu":
@@ -353,55 +310,7 @@ def _shared_rows(pipeline: Pipeline, param: str, X, y, splits, copy_X: bool = Tr
     scaler = Pipeline([("normalize", clone(rest[0]))]) if rest else None
     head = clone(pipeline[:n_head]) if any(step != "passthrough" for step in steps[:n_head]) \
         else None
-    splits = [(np.sort(train), np.sort(test)) for train, test in splits]
-    if head is None and X.dtype in (np.float32, np.int8) and X.flags.c_contiguous:
-        return _SharedRows(X, y, splits, scaler)
-    order = np.concatenate([test for _, test in splits])
-    if len(order) == len(X) and np.array_equal(np.sort(order), np.arange(len(X))):
-        bounds = np.cumsum([0, *(len(test) for _, test in splits)])
-        positions = np.arange(len(X))
-        splits = [(np.concatenate([positions[:start], positions[stop:]]), positions[start:stop])
-                  for start, stop in zip(bounds[:-1], bounds[1:])]
-    else:  # the test rows do not partition X (a custom splitter): gather in X's order
-        order = np.arange(len(X))
-    dtype = _rows_dtype(head, clf)
-    if head is None:
-        return _SharedRows(transform_rows(None, X, order, dtype), y[order], splits, scaler)
-    head = fit_rows(head, X, y, order)
-    rows = None if copy_X else _transform_in_place(head, X, order, dtype)
-    if rows is None:
-        rows = transform_rows(head, X, order, dtype)
-    return _SharedRows(rows, y[order], splits, scaler, head)
-
-
-def _transform_in_place(head: Pipeline, X: np.ndarray, order: np.ndarray, dtype):
-    """``transform_rows(head, X, order, dtype)`` written over ``X`` itself (returned), or None
-    (``X`` untouched) when the rows would change width or dtype."""
-    if not (X.flags.c_contiguous and X.flags.writeable and X.dtype == dtype and len(X)) \
-            or head.transform(X[:1]).shape[1] != X.shape[1]:
-        return None
-    _permute_rows(X, order)
-    for start in range(0, len(X), CHUNK_ROWS):  # the steps are row-wise: a block needs itself
-        block = np.arange(start, min(start + CHUNK_ROWS, len(X)))
-        X[block] = transform_rows(head, X, block, dtype)
-    return X
-
-
-def _permute_rows(X: np.ndarray, order: np.ndarray) -> None:
-    """``X[:] = X[order]`` with one row of scratch memory (along the permutation's cycles)."""
-    saved = np.empty_like(X[0])
-    done = np.zeros(len(order), dtype=bool)
-    for start in np.flatnonzero(order != np.arange(len(order))):
-        if done[start]:
-            continue
-        saved[:] = X[start]
-        here = start
-        while (source := int(order[here])) != start:
-            X[here] = X[source]
-            done[here] = True
-            here = source
-        X[here] = saved
-        done[here] = True
+    return fold_ordered(X, y, splits, head, scaler, _rows_dtype(head, clf), copy_X)
 
 
 def _linear():
@@ -433,7 +342,7 @@ def _warm_startable() -> tuple[type, ...]:
 
 
 def _prepare_fold(pipeline: Pipeline, param: str, X, y, train, test,
-                  search_tol: float | None, shared: _SharedRows | None) -> _Fold:
+                  search_tol: float | None, shared: SharedRows | None) -> _Fold:
     clf = clone(pipeline.steps[-1][1])
     if param == PARAM and _warm_starts(clf):
         clf.set_params(warm_start=True)
