@@ -303,7 +303,8 @@ def test_cli_strings_round_trip():
 
 
 @pytest.mark.slow  # numba (UMAP)
-@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+# sqeuclidean is pynndescent's, not umap-learn's: that metric goes through umap.UMAP itself
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "sqeuclidean"])
 def test_umap_embedding_is_umap_learns_for_the_same_neighbours(metric):
     import umap
 

@@ -26,6 +26,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.abc
 import inspect
@@ -118,7 +119,8 @@ def save_model(path, pipeline: Pipeline, *, provenance: Mapping, training: Mappi
         return atomic_write(path, lambda f: _dump(payload, f))
     except (TypeError, NotImplementedError) as error:
         for folder in created:  # the archive is written as it is made: leave nothing behind
-            folder.rmdir()
+            with contextlib.suppress(OSError):  # not empty: someone else's now
+                folder.rmdir()
         raise FeatpipeError(
             f"cannot save this model safely with skops: {_unserializable_parts(payload)} "
             f"({' '.join(str(error).split())}); "

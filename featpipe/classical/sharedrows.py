@@ -24,7 +24,8 @@ def affine(preprocess: Pipeline | None):
 
 @dataclass(frozen=True)
 class SharedRows:
-    """One matrix whose rows the classifier of every fold reads in place (:mod:`~featpipe.classical.fastsearch` notes, 7).
+    """One matrix whose rows the classifier of every fold reads in place
+    (:mod:`~featpipe.classical.fastsearch` notes, 7).
 
     ``X`` is the input after the preprocessing's leading steps that learn nothing from rows
     (layer selection, per-layer L2), written once in fold order: each fold's held-out rows are

@@ -276,10 +276,12 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
         self.n_neighbors_ = max(2, min(self.n_neighbors, n_samples - 1))
         self.n_components_ = max(1, min(self.n_components, n_samples - 2))
         self.X_fit_ = X
+        knn = (None, None, None)
         if n_samples <= EXACT_NEIGHBORS_MAX:
             knn = training_neighbors(X, self.n_neighbors_, self.metric)
-            self.embedding_ = self._embed(X, *knn[:2])
-            return self.embedding_
+            if self.metric in umap.distances.named_distances:
+                self.embedding_ = self._embed(X, *knn[:2])
+                return self.embedding_
         fitted = umap.UMAP(
             n_components=self.n_components_,
             n_neighbors=self.n_neighbors_,
@@ -288,8 +290,13 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
             n_epochs=self.n_epochs,
             random_state=self.random_state,
             n_jobs=1 if self.random_state is not None else -1,
+            precomputed_knn=knn,
         )
-        self.embedding_ = np.asarray(fitted.fit_transform(X), dtype=np.float32)
+        with warnings.catch_warnings():
+            # umap-learn's own transform needs its search index; this estimator embeds new
+            # samples itself (transform), so its warning about that is noise here
+            warnings.filterwarnings("ignore", message=_NO_SEARCH_INDEX, category=UserWarning)
+            self.embedding_ = np.asarray(fitted.fit_transform(X), dtype=np.float32)
         return self.embedding_
 
     def _embed(self, X, indices, distances):
@@ -392,6 +399,7 @@ NEIGHBORS_WORKING_MEMORY = 32
 #: sides to float64 in each thread (its default: 256 rows, 2 x 6.4 MiB per thread at 3,120
 #: features; 64 rows found the same neighbours of 1,600 x 3,120 Fashion-MNIST features as fast).
 NEIGHBORS_CHUNK_ROWS = 64
+_NO_SEARCH_INDEX = r"precomputed_knn\[2\] \(knn_search_index\) is not an NNDescent object"
 
 
 _UMAP_MODULES = ("umap.umap_", "umap.layouts", "umap.spectral", "umap.utils", "umap.distances",
