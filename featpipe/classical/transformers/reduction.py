@@ -339,6 +339,7 @@ class ClippedUMAP(TransformerMixin, BaseEstimator):
         """
         from umap.umap_ import init_graph_transform
 
+        cache_umap_compilation()  # a model loaded in a new process embeds without a fit
         check_is_fitted(self, "embedding_")
         X = validate_data(self, X, reset=False, dtype=np.float32)
         if X.shape == self.X_fit_.shape and np.array_equal(X, self.X_fit_):
