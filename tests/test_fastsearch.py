@@ -236,7 +236,7 @@ def test_a_grid_over_another_classifier_parameter_matches_grid_search(digits, mo
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"patience": 0}, "patience"), ({"coarse_step": 0}, "coarse_step"),
-    ({"scoring": "f1"}, "`scoring` must be one of")])
+    ({"scoring": "f1"}, "`scoring` must be one of"), ({"copy_X": "no"}, "copy_X")])
 def test_bad_options_are_one_line_errors(digits, kwargs, match):
     X, y = digits
     pipe, grid = build_recipe("fne")

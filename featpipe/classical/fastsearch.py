@@ -602,8 +602,8 @@ def run_fast_search(
     ('fast', True)
     """
     validate({"patience": patience, "coarse_step": coarse_step, "search_tol": search_tol,
-              "n_jobs": n_jobs, "random_state": random_state, "verbose": verbose},
-             SEARCH_CONSTRAINTS)
+              "n_jobs": n_jobs, "random_state": random_state, "verbose": verbose,
+              "copy_X": copy_X}, SEARCH_CONSTRAINTS)
     grid = check_search_inputs(pipeline, param_grid, X, y, cv, scoring, class_names)
     reason = fast_search_applies(pipeline, grid, X)
     if reason is not None:

@@ -71,6 +71,7 @@ SEARCH_CONSTRAINTS = {
     "verbose": [int, "boolean"],
     "extend_grid": ["boolean"],
     "progress": ["boolean"],
+    "copy_X": ["boolean"],
 }
 
 
@@ -455,6 +456,7 @@ def search(
     """
     config = SearchConfig() if config is None else config
     validate({"config": config}, {"config": [SearchConfig]})
+    validate({"copy_X": copy_X}, SEARCH_CONSTRAINTS)
     grid = _check_grid(pipeline, param_grid)
     from featpipe.classical.closedform import closed_form_search, tunes_itself
 
